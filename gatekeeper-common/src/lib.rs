@@ -1,0 +1,213 @@
+//! The boundary between the gatekeeper XDP program and its controller.
+//!
+//! Every map key and value crosses the kernel boundary as raw bytes, so each
+//! type here is `#[repr(C)]` with its padding spelled out as named fields:
+//! the kernel and user space must agree on every byte, and a hidden hole
+//! would leak stack garbage into map keys (an LPM trie compares key bytes).
+//!
+//! # The two policy slots
+//!
+//! A policy lives in one of [`SLOTS`] slots. Every key of the per-policy maps
+//! carries its slot, and [`ACTIVE_MAP`] names the slot that packets are judged
+//! by. The program reads the active slot once per frame and makes every
+//! lookup for that frame in that slot, so a frame is judged by one whole
+//! policy. The controller writes a new policy into the idle slot, flips the
+//! active index with a single map update, waits for every program run that
+//! might still be using the old slot to finish (an RCU grace period), and only
+//! then clears the old slot.
+#![no_std]
+
+/// Name of the XDP function in the object file.
+pub const PROGRAM_NAME: &str = "gatekeeper";
+
+/// Map holding the active slot: one `u32` at index 0.
+pub const ACTIVE_MAP: &str = "GK_ACTIVE";
+/// Map of [`Config`], one per slot.
+pub const CONFIG_MAP: &str = "GK_CONFIG";
+/// Bitmap of gated ports: `u64` words, [`PORT_WORDS`] per slot.
+pub const PORTS_MAP: &str = "GK_PORTS";
+/// LPM trie of allowed IPv4 source prefixes, [`Ipv4Key`] to connector id.
+pub const ALLOW_V4_MAP: &str = "GK_ALLOW_V4";
+/// LPM trie of allowed IPv6 source prefixes, [`Ipv6Key`] to connector id.
+pub const ALLOW_V6_MAP: &str = "GK_ALLOW_V6";
+/// LPM trie of gated IPv4 destinations, [`Ipv4Key`] to [`DESTINATION_PRESENT`].
+pub const DEST_V4_MAP: &str = "GK_DEST_V4";
+/// LPM trie of gated IPv6 destinations, [`Ipv6Key`] to [`DESTINATION_PRESENT`].
+pub const DEST_V6_MAP: &str = "GK_DEST_V6";
+/// Per-CPU [`Counters`], one entry.
+pub const COUNTERS_MAP: &str = "GK_COUNTERS";
+/// Per-CPU [`ConnectorCounters`], one entry.
+pub const CONNECTORS_MAP: &str = "GK_CONNECTORS";
+
+/// Every map the program defines, for checks that the object and the
+/// controller agree.
+pub const MAP_NAMES: [&str; 9] = [
+    ACTIVE_MAP,
+    CONFIG_MAP,
+    PORTS_MAP,
+    ALLOW_V4_MAP,
+    ALLOW_V6_MAP,
+    DEST_V4_MAP,
+    DEST_V6_MAP,
+    COUNTERS_MAP,
+    CONNECTORS_MAP,
+];
+
+/// Number of policy slots: the live one and the one being written.
+pub const SLOTS: u32 = 2;
+
+/// Most gated ports a policy may list.
+pub const MAX_PORTS: usize = 16;
+/// Most connectors a policy may name; also the size of [`ConnectorCounters`].
+pub const MAX_CONNECTORS: usize = 1024;
+/// Most source prefixes per address family in one policy.
+pub const MAX_SOURCE_PREFIXES: u32 = 1 << 20;
+/// Most destination prefixes per address family in one policy.
+pub const MAX_DESTINATION_PREFIXES: u32 = 4096;
+
+/// `u64` words in one slot's port bitmap (65536 ports, one bit each).
+pub const PORT_WORDS: u32 = 65536 / 64;
+
+/// Bits of an LPM key taken by the slot, before the address.
+pub const SLOT_PREFIX_BITS: u32 = 32;
+
+/// The slot's config holds no policy: everything passes.
+pub const MODE_NONE: u32 = 0;
+/// Gated SYNs from sources outside every connector are dropped.
+pub const MODE_ENFORCE: u32 = 1;
+/// Gated SYNs from sources outside every connector pass, counted as would-deny.
+pub const MODE_MONITOR: u32 = 2;
+
+/// [`Config::flags`]: only SYNs to the slot's destination tries are gated.
+pub const FLAG_HAS_DESTINATIONS: u32 = 1;
+
+/// Value stored for each destination prefix.
+pub const DESTINATION_PRESENT: u32 = 1;
+
+/// One slot's settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The policy generation this slot holds; 0 when empty.
+    pub generation: u64,
+    /// [`MODE_NONE`], [`MODE_ENFORCE`] or [`MODE_MONITOR`].
+    pub mode: u32,
+    /// Bit set of `FLAG_*`.
+    pub flags: u32,
+}
+
+/// The data part of an IPv4 LPM key: the slot, then the address in network
+/// byte order. Its prefix length is [`SLOT_PREFIX_BITS`] plus the network's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv4Key {
+    /// The slot, compared in full by every key.
+    pub slot: u32,
+    /// Address bytes, most significant first.
+    pub addr: [u8; 4],
+}
+
+/// The data part of an IPv6 LPM key; see [`Ipv4Key`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv6Key {
+    /// The slot, compared in full by every key.
+    pub slot: u32,
+    /// Address bytes, most significant first.
+    pub addr: [u8; 16],
+}
+
+/// Indices into [`Counters::values`].
+pub mod counter {
+    /// Every frame the program saw.
+    pub const SEEN: usize = 0;
+    /// Frames that were not gated (passed untouched).
+    pub const PASS: usize = 1;
+    /// Gated IPv4 SYNs from a connector.
+    pub const ALLOW_V4: usize = 2;
+    /// Gated IPv6 SYNs from a connector.
+    pub const ALLOW_V6: usize = 3;
+    /// Gated IPv4 SYNs dropped in enforce mode.
+    pub const DENY_V4: usize = 4;
+    /// Gated IPv6 SYNs dropped in enforce mode.
+    pub const DENY_V6: usize = 5;
+    /// Gated IPv4 SYNs that enforce mode would have dropped.
+    pub const WOULD_DENY_V4: usize = 6;
+    /// Gated IPv6 SYNs that enforce mode would have dropped.
+    pub const WOULD_DENY_V6: usize = 7;
+    /// First fragments judged as SYNs because their flags were cut off
+    /// (also counted under their verdict).
+    pub const TINY_FRAGMENT: usize = 8;
+    /// IPv6 frames judged as SYNs because their extension-header chain was
+    /// longer than the program follows (also counted under their verdict).
+    pub const LONG_V6_CHAIN: usize = 9;
+    /// Number of counters.
+    pub const COUNT: usize = 10;
+}
+
+/// The program's frame counters, one set per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Indexed by the constants in [`counter`].
+    pub values: [u64; counter::COUNT],
+}
+
+/// Allowed gated SYNs per connector id, one set per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectorCounters {
+    /// Indexed by connector id.
+    pub allowed: [u64; MAX_CONNECTORS],
+}
+
+impl Default for ConnectorCounters {
+    fn default() -> Self {
+        Self {
+            allowed: [0; MAX_CONNECTORS],
+        }
+    }
+}
+
+/// Largest IPv6 extension-header chain the program follows. A chain that
+/// is still going after this many headers is judged like a gated SYN.
+pub const MAX_V6_EXTENSION_HEADERS: usize = 8;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and
+    // integer arrays, and has no padding bytes (sizes asserted in the tests).
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Ipv4Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Ipv6Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnectorCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn map_types_have_no_padding() {
+        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<Ipv4Key>(), 8);
+        assert_eq!(size_of::<Ipv6Key>(), 20);
+        assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);
+        assert_eq!(size_of::<ConnectorCounters>(), 8 * MAX_CONNECTORS);
+    }
+
+    #[test]
+    fn map_names_fit_the_kernel_limit() {
+        // BPF_OBJ_NAME_LEN is 16 including the terminating NUL.
+        for name in MAP_NAMES {
+            assert!(name.len() <= 15, "{name} is too long for a map name");
+        }
+    }
+}
