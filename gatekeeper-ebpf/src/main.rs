@@ -1,0 +1,499 @@
+//! The gatekeeper XDP program: drop (or, in monitor mode, count) TCP SYNs to
+//! the gated ports from sources outside every connector, and pass everything
+//! else untouched.
+//!
+//! The rules, in the order the program applies them:
+//!
+//! * Ethernet, then up to two VLAN tags (802.1Q or 802.1ad, in any order).
+//! * IPv4: a header length below five words is malformed and passes (the
+//!   stack drops it). A non-first fragment carries no port and passes.
+//! * IPv6: extension headers (hop-by-hop, routing, destination options,
+//!   fragment, AH) are followed for at most [`MAX_V6_EXTENSION_HEADERS`]
+//!   headers. A chain still going after that cannot be followed to its TCP
+//!   header, yet the stack would still deliver it, so it is judged like a
+//!   gated SYN by its source (fail closed).
+//! * Reads are bounded by the frame and by the IP datagram's own length, so
+//!   Ethernet padding is never mistaken for header bytes.
+//! * TCP: gated when SYN is set and ACK is clear, the destination port is in
+//!   the policy's ports and, when the policy lists destinations, the
+//!   destination address is one of them. A first fragment that reaches the
+//!   destination port but ends before the flags byte is judged like a SYN
+//!   (RFC 1858's tiny-fragment attack).
+//! * A frame cut short before the decision can be made passes.
+//!
+//! A gated SYN is looked up by source address in the active slot's allowlist:
+//! a match passes and is counted for the connector it names; no match is
+//! dropped in enforce mode and passed but counted as would-deny in monitor
+//! mode.
+#![no_std]
+#![no_main]
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    macros::{map, xdp},
+    maps::{
+        Array, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::XdpContext,
+};
+use gatekeeper_common::{
+    Config, ConnectorCounters, Counters, FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key, MAX_CONNECTORS,
+    MAX_DESTINATION_PREFIXES, MAX_SOURCE_PREFIXES, MAX_V6_EXTENSION_HEADERS, MODE_ENFORCE,
+    MODE_MONITOR, PORT_WORDS, SLOT_PREFIX_BITS, SLOTS, counter,
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
+
+#[map]
+static GK_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map]
+static GK_CONFIG: Array<Config> = Array::with_max_entries(SLOTS, 0);
+
+#[map]
+static GK_PORTS: Array<u64> = Array::with_max_entries(SLOTS * PORT_WORDS, 0);
+
+// LPM tries allocate per entry, so the capacity costs nothing until used. It
+// holds two full policies: the live one and the one being written.
+#[map]
+static GK_ALLOW_V4: LpmTrie<Ipv4Key, u32> =
+    LpmTrie::with_max_entries(SLOTS * MAX_SOURCE_PREFIXES, 0);
+
+#[map]
+static GK_ALLOW_V6: LpmTrie<Ipv6Key, u32> =
+    LpmTrie::with_max_entries(SLOTS * MAX_SOURCE_PREFIXES, 0);
+
+#[map]
+static GK_DEST_V4: LpmTrie<Ipv4Key, u32> =
+    LpmTrie::with_max_entries(SLOTS * MAX_DESTINATION_PREFIXES, 0);
+
+#[map]
+static GK_DEST_V6: LpmTrie<Ipv6Key, u32> =
+    LpmTrie::with_max_entries(SLOTS * MAX_DESTINATION_PREFIXES, 0);
+
+#[map]
+static GK_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static GK_CONNECTORS: PerCpuArray<ConnectorCounters> = PerCpuArray::with_max_entries(1, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// IPv4 "more fragments" flag and offset mask, in the host-order frag field.
+const IPV4_MF: u16 = 0x2000;
+const IPV4_OFFSET_MASK: u16 = 0x1fff;
+
+/// TCP header byte offsets used before the whole header is known to be there.
+const TCP_DEST_PORT_END: usize = 4;
+const TCP_DOFF_AT: usize = 12;
+const TCP_FLAGS_AT: usize = 13;
+const TCP_MIN_HEADER: usize = 20;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// No header the program reads starts beyond this offset. XDP frames without
+/// multi-buffer support fit in one page, so a larger offset is past the end
+/// anyway; the bound lets the verifier prove packet reads safe.
+const MAX_HEADER_OFFSET: usize = 4096;
+
+#[xdp]
+pub fn gatekeeper(ctx: XdpContext) -> u32 {
+    let Some(counters) = GK_COUNTERS.get_ptr_mut(0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: the per-CPU entry is only touched by this CPU, and a program
+    // run is not preempted by another run on the same CPU.
+    let counters = unsafe { &mut (*counters).values };
+    counters[counter::SEEN] += 1;
+
+    let Some(gated) = classify(&ctx) else {
+        counters[counter::PASS] += 1;
+        return XDP_PASS;
+    };
+    if gated.tiny_fragment {
+        counters[counter::TINY_FRAGMENT] += 1;
+    }
+    if gated.long_chain {
+        counters[counter::LONG_V6_CHAIN] += 1;
+    }
+    judge(&gated, counters)
+}
+
+/// A gated SYN (or a frame judged like one), ready for the allowlist.
+struct Gated {
+    slot: u32,
+    mode: u32,
+    source: Source,
+    tiny_fragment: bool,
+    long_chain: bool,
+}
+
+enum Source {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+/// The active slot's policy, read once per gated-candidate frame.
+struct Policy {
+    slot: u32,
+    config: Config,
+}
+
+fn judge(gated: &Gated, counters: &mut [u64; counter::COUNT]) -> u32 {
+    let (connector, allow_at, deny_at, would_deny_at) = match gated.source {
+        Source::V4(addr) => {
+            let key = Key::new(
+                SLOT_PREFIX_BITS + 32,
+                Ipv4Key {
+                    slot: gated.slot,
+                    addr,
+                },
+            );
+            (
+                GK_ALLOW_V4.get(&key).copied(),
+                counter::ALLOW_V4,
+                counter::DENY_V4,
+                counter::WOULD_DENY_V4,
+            )
+        }
+        Source::V6(addr) => {
+            let key = Key::new(
+                SLOT_PREFIX_BITS + 128,
+                Ipv6Key {
+                    slot: gated.slot,
+                    addr,
+                },
+            );
+            (
+                GK_ALLOW_V6.get(&key).copied(),
+                counter::ALLOW_V6,
+                counter::DENY_V6,
+                counter::WOULD_DENY_V6,
+            )
+        }
+    };
+
+    if let Some(connector) = connector {
+        counters[allow_at] += 1;
+        count_connector(connector);
+        return XDP_PASS;
+    }
+    if gated.mode == MODE_MONITOR {
+        counters[would_deny_at] += 1;
+        return XDP_PASS;
+    }
+    counters[deny_at] += 1;
+    XDP_DROP
+}
+
+fn count_connector(connector: u32) {
+    let index = connector as usize;
+    if index >= MAX_CONNECTORS {
+        return;
+    }
+    let Some(per_connector) = GK_CONNECTORS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU entry, as in `gatekeeper`; the index is checked above.
+    unsafe { (*per_connector).allowed[index] += 1 };
+}
+
+/// Returns the gated SYN this frame is, or `None` when it is not gated.
+fn classify(ctx: &XdpContext) -> Option<Gated> {
+    let mut offset = 0;
+    let eth: *const EthHdr = ptr_at(ctx, offset)?;
+    // SAFETY: `ptr_at` checked that the header lies inside the frame.
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    offset += EthHdr::LEN;
+
+    for _ in 0..2 {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        let vlan: *const VlanHdr = ptr_at(ctx, offset)?;
+        // SAFETY: checked by `ptr_at`.
+        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
+        offset += VlanHdr::LEN;
+    }
+
+    match ether_type {
+        ETH_P_IP => classify_v4(ctx, offset),
+        ETH_P_IPV6 => classify_v6(ctx, offset),
+        _ => None,
+    }
+}
+
+fn classify_v4(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, ip_at)?;
+    // SAFETY: checked by `ptr_at`; the header is copied out once.
+    let ip = unsafe { ip.read_unaligned() };
+    if ip.vihl >> 4 != 4 {
+        return None;
+    }
+    let header_len = usize::from(ip.vihl & 0x0f) * 4;
+    if header_len < Ipv4Hdr::LEN {
+        return None;
+    }
+    if ip.proto != IPPROTO_TCP {
+        return None;
+    }
+    let frags = u16::from_be_bytes(ip.frags);
+    if frags & IPV4_OFFSET_MASK != 0 {
+        return None;
+    }
+    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    let tcp_len = total_len.checked_sub(header_len)?;
+
+    let segment = Segment {
+        at: ip_at + header_len,
+        len: tcp_len,
+        first_fragment: frags & IPV4_MF != 0,
+    };
+    let dport = segment.destination_port(ctx)?;
+    let tiny_fragment = match segment.syn_state(ctx)? {
+        SynState::NotSyn => return None,
+        SynState::Syn => false,
+        SynState::FlagsCutOff => true,
+    };
+
+    let policy = active_policy()?;
+    if !port_is_gated(policy.slot, dport) {
+        return None;
+    }
+    if policy.config.flags & FLAG_HAS_DESTINATIONS != 0 {
+        let key = Key::new(
+            SLOT_PREFIX_BITS + 32,
+            Ipv4Key {
+                slot: policy.slot,
+                addr: ip.dst_addr,
+            },
+        );
+        GK_DEST_V4.get(&key)?;
+    }
+    Some(Gated {
+        slot: policy.slot,
+        mode: policy.config.mode,
+        source: Source::V4(ip.src_addr),
+        tiny_fragment,
+        long_chain: false,
+    })
+}
+
+fn classify_v6(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, ip_at)?;
+    // SAFETY: checked by `ptr_at`; the header is copied out once.
+    let ip = unsafe { ip.read_unaligned() };
+    if ip.vcf[0] >> 4 != 6 {
+        return None;
+    }
+    let payload_end = ip_at + Ipv6Hdr::LEN + usize::from(u16::from_be_bytes(ip.payload_len));
+
+    let mut next = ip.next_hdr;
+    let mut offset = ip_at + Ipv6Hdr::LEN;
+    let mut first_fragment = false;
+    let mut reached_tcp = false;
+    for _ in 0..MAX_V6_EXTENSION_HEADERS {
+        if next == IPPROTO_TCP {
+            reached_tcp = true;
+            break;
+        }
+        let header_len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let header: *const [u8; 2] = ptr_in(ctx, offset, payload_end)?;
+                // SAFETY: checked by `ptr_in`.
+                let [next_header, len] = unsafe { header.read_unaligned() };
+                next = next_header;
+                (usize::from(len) + 1) * 8
+            }
+            IPPROTO_FRAGMENT => {
+                let header: *const [u8; 4] = ptr_in(ctx, offset, payload_end)?;
+                // SAFETY: checked by `ptr_in`.
+                let [next_header, _, frag_hi, frag_lo] = unsafe { header.read_unaligned() };
+                let frag = u16::from_be_bytes([frag_hi, frag_lo]);
+                if frag >> 3 != 0 {
+                    return None;
+                }
+                first_fragment = frag & 1 != 0;
+                next = next_header;
+                8
+            }
+            IPPROTO_AH => {
+                let header: *const [u8; 2] = ptr_in(ctx, offset, payload_end)?;
+                // SAFETY: checked by `ptr_in`.
+                let [next_header, len] = unsafe { header.read_unaligned() };
+                next = next_header;
+                (usize::from(len) + 2) * 4
+            }
+            _ => return None,
+        };
+        offset += header_len;
+    }
+    if !reached_tcp && next == IPPROTO_TCP {
+        reached_tcp = true;
+    }
+
+    // Past the bound the chain cannot be followed to a port or flags: such
+    // a frame is judged like a gated SYN (fail closed).
+    let long_chain = !reached_tcp;
+    if long_chain && !is_v6_extension(next) {
+        return None;
+    }
+    let mut dport = 0;
+    let mut tiny_fragment = false;
+    if reached_tcp {
+        let segment = Segment {
+            at: offset,
+            len: payload_end.checked_sub(offset)?,
+            first_fragment,
+        };
+        dport = segment.destination_port(ctx)?;
+        tiny_fragment = match segment.syn_state(ctx)? {
+            SynState::NotSyn => return None,
+            SynState::Syn => false,
+            SynState::FlagsCutOff => true,
+        };
+    }
+
+    let policy = active_policy()?;
+    if reached_tcp && !port_is_gated(policy.slot, dport) {
+        return None;
+    }
+    if policy.config.flags & FLAG_HAS_DESTINATIONS != 0 {
+        let key = Key::new(
+            SLOT_PREFIX_BITS + 128,
+            Ipv6Key {
+                slot: policy.slot,
+                addr: ip.dst_addr,
+            },
+        );
+        GK_DEST_V6.get(&key)?;
+    }
+    Some(Gated {
+        slot: policy.slot,
+        mode: policy.config.mode,
+        source: Source::V6(ip.src_addr),
+        tiny_fragment,
+        long_chain,
+    })
+}
+
+fn is_v6_extension(next: u8) -> bool {
+    matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH
+    )
+}
+
+/// The TCP part of an IP datagram: where it starts in the frame, how many
+/// bytes of it the datagram carries, and whether it is a first fragment.
+struct Segment {
+    at: usize,
+    len: usize,
+    first_fragment: bool,
+}
+
+enum SynState {
+    NotSyn,
+    Syn,
+    /// A first fragment that ends before the flags byte.
+    FlagsCutOff,
+}
+
+impl Segment {
+    fn destination_port(&self, ctx: &XdpContext) -> Option<u16> {
+        if self.len < TCP_DEST_PORT_END {
+            return None;
+        }
+        let ports: *const [u8; 4] = ptr_at(ctx, self.at)?;
+        // SAFETY: checked by `ptr_at`.
+        let [_, _, hi, lo] = unsafe { ports.read_unaligned() };
+        Some(u16::from_be_bytes([hi, lo]))
+    }
+
+    /// `None` when the segment is malformed or cut short: it passes.
+    fn syn_state(&self, ctx: &XdpContext) -> Option<SynState> {
+        if self.len <= TCP_FLAGS_AT {
+            return self.first_fragment.then_some(SynState::FlagsCutOff);
+        }
+        let header: *const [u8; 2] = ptr_at(ctx, self.at + TCP_DOFF_AT)?;
+        // SAFETY: checked by `ptr_at`.
+        let [doff, flags] = unsafe { header.read_unaligned() };
+        if !self.first_fragment {
+            // The whole header must be in the datagram, or the stack drops it.
+            let header_len = usize::from(doff >> 4) * 4;
+            if header_len < TCP_MIN_HEADER || header_len > self.len {
+                return None;
+            }
+        }
+        if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            Some(SynState::Syn)
+        } else {
+            Some(SynState::NotSyn)
+        }
+    }
+}
+
+fn active_policy() -> Option<Policy> {
+    let slot = *GK_ACTIVE.get(0)?;
+    let config = *GK_CONFIG.get(slot)?;
+    if config.mode != MODE_ENFORCE && config.mode != MODE_MONITOR {
+        return None;
+    }
+    Some(Policy { slot, config })
+}
+
+fn port_is_gated(slot: u32, port: u16) -> bool {
+    let index = slot * PORT_WORDS + u32::from(port / 64);
+    match GK_PORTS.get(index) {
+        Some(word) => word & (1u64 << (port % 64)) != 0,
+        None => false,
+    }
+}
+
+/// A pointer to a `T` at `offset` bytes into the frame, when the frame holds
+/// all of it.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    if offset > MAX_HEADER_OFFSET {
+        return None;
+    }
+    let start = ctx.data() + offset;
+    if start + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some(start as *const T)
+}
+
+/// Like [`ptr_at`], and the `T` must also end at or before `limit`, the end of
+/// the IP datagram.
+#[inline(always)]
+fn ptr_in<T>(ctx: &XdpContext, offset: usize, limit: usize) -> Option<*const T> {
+    if offset + size_of::<T>() > limit {
+        return None;
+    }
+    ptr_at(ctx, offset)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any program that could reach a panic, so
+    // this is never executed.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
