@@ -1,0 +1,699 @@
+//! The XDP program and its maps, as the controller sees them: load the
+//! program, install a policy atomically, read the counters, and run frames
+//! through the program with `BPF_PROG_RUN`.
+
+use std::{collections::BTreeMap, io, net::IpAddr};
+
+use aya::{
+    Ebpf, EbpfError, TestRun as _, TestRunOptions,
+    maps::{Array, Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie},
+    programs::{ProgramError, Xdp},
+};
+use gatekeeper_common::{
+    ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CONFIG_MAP, CONNECTORS_MAP, COUNTERS_MAP, Config,
+    ConnectorCounters, Counters, DEST_V4_MAP, DEST_V6_MAP, DESTINATION_PRESENT,
+    FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key, MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR,
+    PORT_WORDS, PORTS_MAP, PROGRAM_NAME, SLOT_PREFIX_BITS, SLOTS, counter,
+};
+use ipnet::IpNet;
+
+use crate::{
+    policy::{Mode, Policy},
+    sys::RcuBarrier,
+};
+
+/// The XDP program, built for this machine's byte order by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gatekeeper"));
+
+/// XDP return codes, from `enum xdp_action`.
+pub const XDP_ABORTED: u32 = 0;
+/// Drop the frame.
+pub const XDP_DROP: u32 = 1;
+/// Hand the frame to the network stack.
+pub const XDP_PASS: u32 = 2;
+
+/// Errors from loading the datapath or talking to its maps.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The embedded object could not be parsed or its maps created.
+    #[error("loading the eBPF object")]
+    Object(#[source] EbpfError),
+    /// The object lacks the XDP program; the build is broken.
+    #[error("the eBPF object has no XDP program named {PROGRAM_NAME}")]
+    MissingProgram,
+    /// The kernel refused the program.
+    #[error("loading the XDP program into the kernel")]
+    LoadProgram(#[source] ProgramError),
+    /// The object lacks a map the controller needs; the build is broken.
+    #[error("the eBPF object has no map named {0}")]
+    MissingMap(&'static str),
+    /// A map's key or value size differs from what the controller expects.
+    #[error("map {name} does not have the expected layout")]
+    MapLayout {
+        /// The map.
+        name: &'static str,
+        /// What aya found.
+        #[source]
+        source: MapError,
+    },
+    /// The maps for the RCU barrier could not be created.
+    #[error("creating the map-in-map used to wait for running programs")]
+    Barrier(#[source] io::Error),
+    /// Waiting for running programs failed.
+    #[error("waiting for running programs to leave the old policy slot")]
+    Wait(#[source] io::Error),
+    /// A map update failed, for example because a map is full.
+    #[error("writing {what} into map {map}")]
+    Write {
+        /// The map.
+        map: &'static str,
+        /// The entry, in the operator's terms.
+        what: String,
+        /// The kernel's answer.
+        #[source]
+        source: MapError,
+    },
+    /// A map read failed.
+    #[error("reading map {map}")]
+    Read {
+        /// The map.
+        map: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: MapError,
+    },
+    /// The policy names more connectors than the datapath can count.
+    #[error("the policy has {count} connectors; the datapath holds at most {MAX_CONNECTORS}")]
+    TooManyConnectors {
+        /// Connectors in the policy.
+        count: usize,
+    },
+    /// `BPF_PROG_RUN` refused a frame.
+    #[error("running the XDP program on a {len}-byte frame")]
+    TestRun {
+        /// The frame's length.
+        len: usize,
+        /// The kernel's answer.
+        #[source]
+        source: ProgramError,
+    },
+    /// The program returned an action that contradicts its own counters.
+    #[error("the XDP program returned action {action} but counted the frame as {verdict}")]
+    Inconsistent {
+        /// The XDP action.
+        action: u32,
+        /// What the counters said.
+        verdict: &'static str,
+    },
+}
+
+/// What the program decided for one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not gated: passed untouched.
+    Pass,
+    /// A gated SYN from the named connector: passed.
+    Allow(String),
+    /// A gated SYN from outside every connector, dropped (enforce mode).
+    Deny,
+    /// A gated SYN from outside every connector, passed (monitor mode).
+    WouldDeny,
+}
+
+impl Verdict {
+    /// The verdict's name: `pass`, `allow`, `deny` or `would-deny`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Allow(_) => "allow",
+            Self::Deny => "deny",
+            Self::WouldDeny => "would-deny",
+        }
+    }
+
+    /// The connector that admitted the frame, for `allow`.
+    pub fn connector(&self) -> Option<&str> {
+        match self {
+            Self::Allow(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Allow(name) => write!(f, "allow {name}"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// One frame's trip through the program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameOutcome {
+    /// The XDP action the program returned.
+    pub action: u32,
+    /// The verdict, read from the counters the program bumped.
+    pub verdict: Verdict,
+    /// The frame was a first fragment judged as a SYN because its flags were
+    /// cut off.
+    pub tiny_fragment: bool,
+    /// The frame was an IPv6 datagram judged as a SYN because its extension
+    /// header chain was longer than the program follows.
+    pub long_chain: bool,
+}
+
+/// The program's counters summed over every CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterTotals {
+    /// Indexed by [`gatekeeper_common::counter`].
+    pub values: [u64; counter::COUNT],
+}
+
+impl CounterTotals {
+    /// The counter at `index` (a [`gatekeeper_common::counter`] constant).
+    pub fn get(&self, index: usize) -> u64 {
+        self.values[index]
+    }
+
+    /// Frames seen.
+    pub fn seen(&self) -> u64 {
+        self.values[counter::SEEN]
+    }
+
+    /// Frames passed without being gated.
+    pub fn passed(&self) -> u64 {
+        self.values[counter::PASS]
+    }
+
+    /// Gated SYNs allowed, both families.
+    pub fn allowed(&self) -> u64 {
+        self.values[counter::ALLOW_V4] + self.values[counter::ALLOW_V6]
+    }
+
+    /// Gated SYNs denied, both families.
+    pub fn denied(&self) -> u64 {
+        self.values[counter::DENY_V4] + self.values[counter::DENY_V6]
+    }
+
+    /// Gated SYNs that would have been denied, both families.
+    pub fn would_deny(&self) -> u64 {
+        self.values[counter::WOULD_DENY_V4] + self.values[counter::WOULD_DENY_V6]
+    }
+
+    /// The counters that grew from `earlier` to `self`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        let mut values = [0; counter::COUNT];
+        for (delta, (now, then)) in values
+            .iter_mut()
+            .zip(self.values.iter().zip(earlier.values))
+        {
+            *delta = now.wrapping_sub(then);
+        }
+        Self { values }
+    }
+}
+
+struct Maps {
+    active: Array<MapData, u32>,
+    config: Array<MapData, Config>,
+    ports: Array<MapData, u64>,
+    allow_v4: LpmTrie<MapData, Ipv4Key, u32>,
+    allow_v6: LpmTrie<MapData, Ipv6Key, u32>,
+    dest_v4: LpmTrie<MapData, Ipv4Key, u32>,
+    dest_v6: LpmTrie<MapData, Ipv6Key, u32>,
+    counters: PerCpuArray<MapData, Counters>,
+    connectors: PerCpuArray<MapData, ConnectorCounters>,
+}
+
+/// A policy as the maps hold it: which slot, and every key written there, so
+/// the slot can be cleared again.
+struct Installed {
+    slot: u32,
+    generation: u64,
+    connectors: Vec<String>,
+    port_words: BTreeMap<u32, u64>,
+    allow_v4: Vec<Key<Ipv4Key>>,
+    allow_v6: Vec<Key<Ipv6Key>>,
+    dest_v4: Vec<Key<Ipv4Key>>,
+    dest_v6: Vec<Key<Ipv6Key>>,
+}
+
+/// The loaded XDP program and its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    maps: Maps,
+    barrier: RcuBarrier,
+    live: Option<Installed>,
+    generation: u64,
+    /// Allowed counts per connector when last read by [`Datapath::run_frame`].
+    connector_baseline: Option<Vec<u64>>,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("generation", &self.generation)
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Datapath {
+    /// Loads the XDP program into the kernel (it passes every frame until a
+    /// policy is installed) without attaching it anywhere.
+    ///
+    /// # Errors
+    ///
+    /// Fails without `CAP_BPF`/`CAP_NET_ADMIN`, when the kernel's verifier
+    /// rejects the program, or when the embedded object is inconsistent.
+    pub fn load() -> Result<Self, DatapathError> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(DatapathError::Object)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DatapathError::MissingProgram)?
+            .try_into()
+            .map_err(DatapathError::LoadProgram)?;
+        program.load().map_err(DatapathError::LoadProgram)?;
+
+        let maps = Maps {
+            active: typed(&mut ebpf, ACTIVE_MAP)?,
+            config: typed(&mut ebpf, CONFIG_MAP)?,
+            ports: typed(&mut ebpf, PORTS_MAP)?,
+            allow_v4: typed(&mut ebpf, ALLOW_V4_MAP)?,
+            allow_v6: typed(&mut ebpf, ALLOW_V6_MAP)?,
+            dest_v4: typed(&mut ebpf, DEST_V4_MAP)?,
+            dest_v6: typed(&mut ebpf, DEST_V6_MAP)?,
+            counters: typed(&mut ebpf, COUNTERS_MAP)?,
+            connectors: typed(&mut ebpf, CONNECTORS_MAP)?,
+        };
+        let barrier = RcuBarrier::new().map_err(DatapathError::Barrier)?;
+        Ok(Self {
+            ebpf,
+            maps,
+            barrier,
+            live: None,
+            generation: 0,
+            connector_baseline: None,
+        })
+    }
+
+    /// The loaded program, for attaching it or running frames through it.
+    pub fn program(&mut self) -> &mut Xdp {
+        let program = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .expect("`load` checked that the program exists");
+        program
+            .try_into()
+            .expect("`load` checked that the program is XDP")
+    }
+
+    /// The generation of the live policy; 0 before the first install.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The live policy's connector names, indexed by connector id.
+    pub fn connectors(&self) -> &[String] {
+        self.live.as_ref().map_or(&[], |live| &live.connectors)
+    }
+
+    /// Makes `policy` the one every frame is judged by, as one atomic step,
+    /// and returns its generation.
+    ///
+    /// The policy is written into the idle slot, the active index is flipped
+    /// with one map update, and once every program run that could still see
+    /// the old slot has finished, the old slot is cleared. If any write fails
+    /// (a map full, say), what was written is removed again and the live
+    /// policy keeps running untouched.
+    ///
+    /// # Errors
+    ///
+    /// A map update that the kernel refuses, or too many connectors.
+    pub fn install(&mut self, policy: &Policy) -> Result<u64, DatapathError> {
+        if policy.connectors.len() > MAX_CONNECTORS {
+            return Err(DatapathError::TooManyConnectors {
+                count: policy.connectors.len(),
+            });
+        }
+        let live_slot = self.active_slot()?;
+        let slot = (live_slot + 1) % SLOTS;
+        let generation = self.generation + 1;
+        let mut next = Installed::new(slot, generation);
+
+        if let Err(error) = self.write_slot(policy, &mut next) {
+            self.clear_slot(&next);
+            return Err(error);
+        }
+        self.maps
+            .active
+            .set(0, slot, 0)
+            .map_err(|source| DatapathError::Write {
+                map: ACTIVE_MAP,
+                what: format!("active slot {slot}"),
+                source,
+            })?;
+        self.barrier.wait().map_err(DatapathError::Wait)?;
+
+        if let Some(old) = self.live.replace(next) {
+            self.clear_slot(&old);
+        }
+        self.generation = generation;
+        Ok(generation)
+    }
+
+    fn active_slot(&self) -> Result<u32, DatapathError> {
+        let slot = self
+            .maps
+            .active
+            .get(&0, 0)
+            .map_err(|source| DatapathError::Read {
+                map: ACTIVE_MAP,
+                source,
+            })?;
+        Ok(slot % SLOTS)
+    }
+
+    fn write_slot(&mut self, policy: &Policy, next: &mut Installed) -> Result<(), DatapathError> {
+        let slot = next.slot;
+        for &port in &policy.ports {
+            *next.port_words.entry(u32::from(port / 64)).or_default() |= 1 << (port % 64);
+        }
+        for (&word, &bits) in &next.port_words {
+            self.maps
+                .ports
+                .set(slot * PORT_WORDS + word, bits, 0)
+                .map_err(|source| DatapathError::Write {
+                    map: PORTS_MAP,
+                    what: format!("ports {}..={}", word * 64, word * 64 + 63),
+                    source,
+                })?;
+        }
+
+        for (id, connector) in policy.connectors.iter().enumerate() {
+            let id = u32::try_from(id).expect("connector count checked against MAX_CONNECTORS");
+            next.connectors.push(connector.name.clone());
+            for source in &connector.sources {
+                match key_for(slot, source) {
+                    SlotKey::V4(key) => {
+                        next.allow_v4.push(key);
+                        self.maps.allow_v4.insert(&key, id, 0)
+                    }
+                    SlotKey::V6(key) => {
+                        next.allow_v6.push(key);
+                        self.maps.allow_v6.insert(&key, id, 0)
+                    }
+                }
+                .map_err(|source_error| DatapathError::Write {
+                    map: if source.addr().is_ipv4() {
+                        ALLOW_V4_MAP
+                    } else {
+                        ALLOW_V6_MAP
+                    },
+                    what: format!("source {source} of connector {}", connector.name),
+                    source: source_error,
+                })?;
+            }
+        }
+
+        for destination in &policy.destinations {
+            match key_for(slot, destination) {
+                SlotKey::V4(key) => {
+                    next.dest_v4.push(key);
+                    self.maps.dest_v4.insert(&key, DESTINATION_PRESENT, 0)
+                }
+                SlotKey::V6(key) => {
+                    next.dest_v6.push(key);
+                    self.maps.dest_v6.insert(&key, DESTINATION_PRESENT, 0)
+                }
+            }
+            .map_err(|source| DatapathError::Write {
+                map: if destination.addr().is_ipv4() {
+                    DEST_V4_MAP
+                } else {
+                    DEST_V6_MAP
+                },
+                what: format!("destination {destination}"),
+                source,
+            })?;
+        }
+
+        let config = Config {
+            generation: next.generation,
+            mode: match policy.mode {
+                Mode::Enforce => MODE_ENFORCE,
+                Mode::Monitor => MODE_MONITOR,
+            },
+            flags: if policy.destinations.is_empty() {
+                0
+            } else {
+                FLAG_HAS_DESTINATIONS
+            },
+        };
+        self.maps
+            .config
+            .set(slot, config, 0)
+            .map_err(|source| DatapathError::Write {
+                map: CONFIG_MAP,
+                what: format!("settings of slot {slot}"),
+                source,
+            })
+    }
+
+    /// Removes everything `installed` wrote. Runs only on a slot no program
+    /// can be reading, so the order of removal does not matter. Failures are
+    /// ignored: an entry that cannot be removed was never written.
+    fn clear_slot(&mut self, installed: &Installed) {
+        let slot = installed.slot;
+        let _ = self.maps.config.set(slot, Config::default(), 0);
+        for &word in installed.port_words.keys() {
+            let _ = self.maps.ports.set(slot * PORT_WORDS + word, 0, 0);
+        }
+        for key in &installed.allow_v4 {
+            let _ = self.maps.allow_v4.remove(key);
+        }
+        for key in &installed.allow_v6 {
+            let _ = self.maps.allow_v6.remove(key);
+        }
+        for key in &installed.dest_v4 {
+            let _ = self.maps.dest_v4.remove(key);
+        }
+        for key in &installed.dest_v6 {
+            let _ = self.maps.dest_v6.remove(key);
+        }
+    }
+
+    /// The frame counters, summed over every CPU.
+    ///
+    /// # Errors
+    ///
+    /// The map read failed.
+    pub fn counters(&self) -> Result<CounterTotals, DatapathError> {
+        let per_cpu = self
+            .maps
+            .counters
+            .get(&0, 0)
+            .map_err(|source| DatapathError::Read {
+                map: COUNTERS_MAP,
+                source,
+            })?;
+        let mut totals = CounterTotals::default();
+        for cpu in per_cpu.iter() {
+            for (total, value) in totals.values.iter_mut().zip(cpu.values) {
+                *total += value;
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Allowed SYNs per connector id, summed over every CPU.
+    ///
+    /// # Errors
+    ///
+    /// The map read failed.
+    pub fn connector_counts(&self) -> Result<Vec<u64>, DatapathError> {
+        let per_cpu = self
+            .maps
+            .connectors
+            .get(&0, 0)
+            .map_err(|source| DatapathError::Read {
+                map: CONNECTORS_MAP,
+                source,
+            })?;
+        let mut totals = vec![0; MAX_CONNECTORS];
+        for cpu in per_cpu.iter() {
+            for (total, value) in totals.iter_mut().zip(cpu.allowed) {
+                *total += value;
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Runs one frame through the program with `BPF_PROG_RUN` and reads the
+    /// verdict from the counters it bumped. Meant for a datapath that is not
+    /// attached to an interface, whose counters only this call moves.
+    ///
+    /// # Errors
+    ///
+    /// The kernel refuses frames shorter than an Ethernet header or longer
+    /// than fits a page with XDP's headroom; map reads can fail.
+    pub fn run_frame(&mut self, frame: &[u8]) -> Result<FrameOutcome, DatapathError> {
+        if self.connector_baseline.is_none() {
+            self.connector_baseline = Some(self.connector_counts()?);
+        }
+        let before = self.counters()?;
+        let result = self
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| DatapathError::TestRun {
+                len: frame.len(),
+                source,
+            })?;
+        let after = self.counters()?;
+        let delta = after.since(&before);
+        let action = result.return_value;
+
+        let verdict = if delta.allowed() > 0 {
+            Verdict::Allow(self.connector_that_grew()?)
+        } else if delta.denied() > 0 {
+            Verdict::Deny
+        } else if delta.would_deny() > 0 {
+            Verdict::WouldDeny
+        } else {
+            Verdict::Pass
+        };
+        let expected = if verdict == Verdict::Deny {
+            XDP_DROP
+        } else {
+            XDP_PASS
+        };
+        if action != expected {
+            return Err(DatapathError::Inconsistent {
+                action,
+                verdict: verdict.name(),
+            });
+        }
+        Ok(FrameOutcome {
+            action,
+            verdict,
+            tiny_fragment: delta.get(counter::TINY_FRAGMENT) > 0,
+            long_chain: delta.get(counter::LONG_V6_CHAIN) > 0,
+        })
+    }
+
+    /// The connector whose allowed count grew since the last call; called
+    /// right after a frame was allowed.
+    fn connector_that_grew(&mut self) -> Result<String, DatapathError> {
+        let counts = self.connector_counts()?;
+        let baseline = self.connector_baseline.replace(counts.clone());
+        let baseline = baseline.unwrap_or_else(|| vec![0; MAX_CONNECTORS]);
+        let grew = counts
+            .iter()
+            .zip(&baseline)
+            .position(|(now, then)| now != then);
+        Ok(grew
+            .and_then(|id| self.connectors().get(id).cloned())
+            .unwrap_or_else(|| "<unknown>".to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Installed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Installed")
+            .field("slot", &self.slot)
+            .field("generation", &self.generation)
+            .field("connectors", &self.connectors.len())
+            .field("allow_v4", &self.allow_v4.len())
+            .field("allow_v6", &self.allow_v6.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Installed {
+    fn new(slot: u32, generation: u64) -> Self {
+        Self {
+            slot,
+            generation,
+            connectors: Vec::new(),
+            port_words: BTreeMap::new(),
+            allow_v4: Vec::new(),
+            allow_v6: Vec::new(),
+            dest_v4: Vec::new(),
+            dest_v6: Vec::new(),
+        }
+    }
+}
+
+enum SlotKey {
+    V4(Key<Ipv4Key>),
+    V6(Key<Ipv6Key>),
+}
+
+fn key_for(slot: u32, net: &IpNet) -> SlotKey {
+    let prefix_len = SLOT_PREFIX_BITS + u32::from(net.prefix_len());
+    match net.network() {
+        IpAddr::V4(addr) => SlotKey::V4(Key::new(
+            prefix_len,
+            Ipv4Key {
+                slot,
+                addr: addr.octets(),
+            },
+        )),
+        IpAddr::V6(addr) => SlotKey::V6(Key::new(
+            prefix_len,
+            Ipv6Key {
+                slot,
+                addr: addr.octets(),
+            },
+        )),
+    }
+}
+
+fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| DatapathError::MapLayout { name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_print_in_the_operators_words() {
+        assert_eq!(Verdict::Pass.to_string(), "pass");
+        assert_eq!(Verdict::Allow("relay".into()).to_string(), "allow relay");
+        assert_eq!(Verdict::Deny.to_string(), "deny");
+        assert_eq!(Verdict::WouldDeny.to_string(), "would-deny");
+    }
+
+    #[test]
+    fn counter_deltas_subtract_per_counter() {
+        let mut before = CounterTotals::default();
+        before.values[counter::SEEN] = 5;
+        let mut after = before;
+        after.values[counter::SEEN] = 7;
+        after.values[counter::DENY_V6] = 1;
+        let delta = after.since(&before);
+        assert_eq!(delta.seen(), 2);
+        assert_eq!(delta.denied(), 1);
+        assert_eq!(delta.allowed(), 0);
+    }
+
+    #[test]
+    fn keys_carry_the_slot_before_the_address() {
+        let SlotKey::V4(key) = key_for(1, &"198.51.100.0/24".parse().unwrap()) else {
+            panic!("an IPv4 network gave a non-IPv4 key");
+        };
+        assert_eq!(key.prefix_len(), 32 + 24);
+        assert_eq!(key.data().slot, 1);
+        assert_eq!(key.data().addr, [198, 51, 100, 0]);
+    }
+}

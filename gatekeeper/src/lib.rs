@@ -1,0 +1,7 @@
+//! The gatekeeper controller: the policy file, the XDP datapath that enforces
+//! it, and the tools built on them.
+
+pub mod datapath;
+pub mod policy;
+pub mod replay;
+mod sys;

@@ -1,0 +1,346 @@
+//! Reading packet captures for `gatekeeper replay`: classic pcap and pcapng,
+//! Ethernet link type only, one frame at a time.
+
+use std::{
+    fs::File,
+    io::{self, BufReader, Read as _, Seek as _, SeekFrom},
+    path::{Path, PathBuf},
+};
+
+use crate::datapath::{Datapath, DatapathError, FrameOutcome};
+use pcap_file::{
+    DataLink, PcapError,
+    pcap::PcapReader,
+    pcapng::{Block, PcapNgReader},
+};
+
+/// One frame of a capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedFrame {
+    /// Position in the capture, from 1, as capture tools number frames.
+    pub number: u64,
+    /// The captured bytes, starting at the Ethernet header.
+    pub data: Vec<u8>,
+    /// The frame's length on the wire; more than `data.len()` when the
+    /// capture's snap length cut it.
+    pub original_len: u32,
+}
+
+/// Why a capture could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The file could not be opened or read.
+    #[error("reading capture {path}")]
+    Io {
+        /// The capture.
+        path: PathBuf,
+        /// The operating system's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// The file does not start like a pcap or pcapng file.
+    #[error(
+        "{path} is not a pcap or pcapng file (it starts with {magic}; \
+         a pcap starts with a1b2c3d4 or d4c3b2a1, a pcapng with 0a0d0d0a)"
+    )]
+    NotACapture {
+        /// The capture.
+        path: PathBuf,
+        /// Its first bytes, in hex.
+        magic: String,
+    },
+    /// The capture's headers are malformed.
+    #[error("{path}: malformed capture header")]
+    BadHeader {
+        /// The capture.
+        path: PathBuf,
+        /// The parser's answer.
+        #[source]
+        source: PcapError,
+    },
+    /// The capture holds frames of another link type.
+    #[error(
+        "{path}: frame {frame} has link type {link_type}; replay needs Ethernet \
+         (capture with `tcpdump -i IFACE -w FILE` on an Ethernet interface)"
+    )]
+    LinkType {
+        /// The capture.
+        path: PathBuf,
+        /// The first frame of that link type.
+        frame: u64,
+        /// The link type found.
+        link_type: String,
+    },
+    /// The file ends in the middle of a record.
+    #[error("{path}: the capture is truncated inside frame {frame}")]
+    Truncated {
+        /// The capture.
+        path: PathBuf,
+        /// The frame that is cut off.
+        frame: u64,
+    },
+    /// A record is malformed.
+    #[error("{path}: frame {frame} is malformed")]
+    BadFrame {
+        /// The capture.
+        path: PathBuf,
+        /// The frame.
+        frame: u64,
+        /// The parser's answer.
+        #[source]
+        source: PcapError,
+    },
+}
+
+enum Format {
+    Pcap(PcapReader<BufReader<File>>),
+    PcapNg(PcapNgReader<BufReader<File>>),
+}
+
+/// Reads the frames of a pcap or pcapng capture in order.
+pub struct CaptureReader {
+    path: PathBuf,
+    format: Format,
+    next_number: u64,
+}
+
+impl CaptureReader {
+    /// Opens a capture and reads its file header.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read, is not a capture, or (for pcap) is not of
+    /// the Ethernet link type.
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        let io_error = |source| CaptureError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = File::open(path).map_err(io_error)?;
+        let mut magic = [0; 4];
+        let got = read_up_to(&mut file, &mut magic).map_err(io_error)?;
+        file.seek(SeekFrom::Start(0)).map_err(io_error)?;
+        let reader = BufReader::new(file);
+
+        let header_error = |source| CaptureError::BadHeader {
+            path: path.to_owned(),
+            source,
+        };
+        let format = match magic {
+            [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d]
+            | [0x4d, 0x3c, 0xb2, 0xa1] => {
+                let pcap = PcapReader::new(reader).map_err(|source| match source {
+                    PcapError::IoError(ref error)
+                        if error.kind() == io::ErrorKind::UnexpectedEof =>
+                    {
+                        CaptureError::Truncated {
+                            path: path.to_owned(),
+                            frame: 0,
+                        }
+                    }
+                    source => header_error(source),
+                })?;
+                let link_type = pcap.header().datalink;
+                if link_type != DataLink::ETHERNET {
+                    return Err(CaptureError::LinkType {
+                        path: path.to_owned(),
+                        frame: 1,
+                        link_type: format!("{link_type:?}"),
+                    });
+                }
+                Format::Pcap(pcap)
+            }
+            [0x0a, 0x0d, 0x0d, 0x0a] => {
+                Format::PcapNg(PcapNgReader::new(reader).map_err(header_error)?)
+            }
+            _ => {
+                return Err(CaptureError::NotACapture {
+                    path: path.to_owned(),
+                    magic: hex(&magic[..got]),
+                });
+            }
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            format,
+            next_number: 1,
+        })
+    }
+
+    /// The next frame, `None` at the end of the capture.
+    ///
+    /// # Errors
+    ///
+    /// The record is truncated or malformed, or not an Ethernet frame.
+    pub fn next_frame(&mut self) -> Option<Result<CapturedFrame, CaptureError>> {
+        let number = self.next_number;
+        let frame = match &mut self.format {
+            Format::Pcap(reader) => reader.next_packet().map(|packet| {
+                packet.map_err(Fault::Parse).map(|packet| CapturedFrame {
+                    number,
+                    data: packet.data.into_owned(),
+                    original_len: packet.orig_len,
+                })
+            }),
+            Format::PcapNg(reader) => next_ng_frame(reader, number),
+        }?;
+        self.next_number += 1;
+        Some(frame.map_err(|source| self.frame_error(number, source)))
+    }
+
+    fn frame_error(&self, frame: u64, fault: Fault) -> CaptureError {
+        let source = match fault {
+            Fault::Parse(source) => source,
+            Fault::LinkType(link_type) => {
+                return CaptureError::LinkType {
+                    path: self.path.clone(),
+                    frame,
+                    link_type: format!("{link_type:?}"),
+                };
+            }
+        };
+        match source {
+            PcapError::IoError(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                CaptureError::Truncated {
+                    path: self.path.clone(),
+                    frame,
+                }
+            }
+            PcapError::IoError(source) => CaptureError::Io {
+                path: self.path.clone(),
+                source,
+            },
+            source => CaptureError::BadFrame {
+                path: self.path.clone(),
+                frame,
+                source,
+            },
+        }
+    }
+}
+
+impl Iterator for CaptureReader {
+    type Item = Result<CapturedFrame, CaptureError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_frame()
+    }
+}
+
+/// What went wrong with one record.
+enum Fault {
+    Parse(PcapError),
+    LinkType(DataLink),
+}
+
+/// Skips pcapng blocks that hold no packet (interface descriptions,
+/// statistics, name resolution) and returns the next packet.
+fn next_ng_frame(
+    reader: &mut PcapNgReader<BufReader<File>>,
+    number: u64,
+) -> Option<Result<CapturedFrame, Fault>> {
+    loop {
+        let block = match reader.next_block()? {
+            Ok(block) => block,
+            Err(error) => return Some(Err(Fault::Parse(error))),
+        };
+        let (interface, data, original_len) = match block {
+            Block::EnhancedPacket(packet) => (
+                packet.interface_id,
+                packet.data.into_owned(),
+                packet.original_len,
+            ),
+            Block::SimplePacket(packet) => (0, packet.data.into_owned(), packet.original_len),
+            Block::Packet(packet) => (
+                u32::from(packet.interface_id),
+                packet.data.into_owned(),
+                packet.original_len,
+            ),
+            _ => continue,
+        };
+        let Some(description) = reader.interfaces().get(interface as usize) else {
+            return Some(Err(Fault::Parse(PcapError::InvalidInterfaceId(interface))));
+        };
+        if description.linktype != DataLink::ETHERNET {
+            return Some(Err(Fault::LinkType(description.linktype)));
+        }
+        return Some(Ok(CapturedFrame {
+            number,
+            data,
+            original_len,
+        }));
+    }
+}
+
+fn read_up_to(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..])? {
+            0 => break,
+            read => filled += read,
+        }
+    }
+    Ok(filled)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "nothing (the file is empty)".to_owned();
+    }
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Shortest frame `BPF_PROG_RUN` accepts for XDP: an Ethernet header.
+pub const MIN_FRAME: usize = 14;
+
+/// Longest frame `BPF_PROG_RUN` accepts for a program without multi-buffer
+/// support: a page less XDP's 256 bytes of headroom and the 320 bytes the
+/// kernel keeps at the end for `struct skb_shared_info` (x86-64).
+pub const MAX_FRAME: usize = 4096 - 256 - 320;
+
+/// One frame after its run through the program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayedFrame {
+    /// Position in the capture, from 1.
+    pub number: u64,
+    /// Captured length.
+    pub length: usize,
+    /// Set when the frame was longer than [`MAX_FRAME`] and only its first
+    /// bytes were run. The program reads headers only, which lie within them.
+    pub truncated_to: Option<usize>,
+    /// The program's decision; `None` for a frame shorter than
+    /// [`MIN_FRAME`], which no network card delivers and the kernel refuses
+    /// to run.
+    pub outcome: Option<FrameOutcome>,
+}
+
+/// Runs one captured frame through the datapath.
+///
+/// # Errors
+///
+/// The kernel refused the run, or the counters could not be read.
+pub fn replay_frame(
+    datapath: &mut Datapath,
+    frame: &CapturedFrame,
+) -> Result<ReplayedFrame, DatapathError> {
+    let length = frame.data.len();
+    let mut replayed = ReplayedFrame {
+        number: frame.number,
+        length,
+        truncated_to: None,
+        outcome: None,
+    };
+    if length < MIN_FRAME {
+        return Ok(replayed);
+    }
+    let data = if length > MAX_FRAME {
+        replayed.truncated_to = Some(MAX_FRAME);
+        &frame.data[..MAX_FRAME]
+    } else {
+        &frame.data[..]
+    };
+    replayed.outcome = Some(datapath.run_frame(data)?);
+    Ok(replayed)
+}
