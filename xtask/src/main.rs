@@ -1,0 +1,73 @@
+//! Developer tasks for gatekeeper, run as `cargo xtask TASK`.
+
+mod cmd;
+mod parse;
+mod setup;
+mod suite;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Developer tasks for gatekeeper: prepare a machine, run every test.
+#[derive(Parser)]
+#[command(bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Check the build and test prerequisites and install the missing ones.
+    ///
+    /// Checks, in order, and prints one line for each: the nightly toolchain;
+    /// its rust-src component; the LLVM major version of the nightly rustc;
+    /// the Debian packages for that LLVM (llvm-MAJOR-dev, libpolly-MAJOR-dev,
+    /// zlib1g-dev, libzstd-dev) and iproute2 for the tests; a bpf-linker
+    /// linked against that LLVM; bpffs mounted at /sys/fs/bpf; and whether it
+    /// runs as root. Only what is missing gets installed, through rustup,
+    /// apt-get, `cargo install` or mount, which need root and a network.
+    /// Not running as root is only a warning: the privileged tests need it.
+    Setup {
+        /// Report what is missing without installing anything, and exit with
+        /// status 1 if something is.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Install what is missing (as `setup` does), then run every test.
+    ///
+    /// Stage 1 runs `cargo test` on the default workspace members (the
+    /// controller, the shared types and xtask). Stage 2 runs the privileged
+    /// tests in gatekeeper-tests one at a time: they load the XDP program and
+    /// need root and bpffs. Stops at the first stage that fails, naming it,
+    /// with a non-zero exit status.
+    ///
+    /// Arguments after `--` go to the test binaries of both stages, for
+    /// example a test name filter: `cargo xtask test -- allow`.
+    Test {
+        /// Arguments for the test binaries, such as a test name filter.
+        #[arg(last = true, value_name = "TEST_ARGS")]
+        test_args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let Cli { task } = Cli::parse();
+    // One line with the whole chain of causes, and no backtrace even when
+    // RUST_BACKTRACE is set: the failing command already says enough.
+    if let Err(err) = run(task) {
+        eprintln!("error: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
+        Task::Setup { check: false } => setup::setup(setup::Mode::Install),
+        Task::Setup { check: true } => setup::setup(setup::Mode::Check),
+        Task::Test { test_args } => suite::test(&test_args),
+    }
+}

@@ -1,0 +1,182 @@
+//! Pure readers for what the setup checks get back from the tools they run and
+//! the files they read; kept apart so each one can be tested on sample text.
+
+/// The nightly toolchain that `rustc +nightly` would pick, if `rustup
+/// toolchain list` shows one.
+///
+/// A dated nightly (`nightly-2025-01-01-...`) does not count: `+nightly` never
+/// selects it.
+pub fn nightly_toolchain(toolchain_list: &str) -> Option<&str> {
+    toolchain_list
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .find(|name| match name.strip_prefix("nightly") {
+            Some("") => true,
+            Some(rest) => rest
+                .strip_prefix('-')
+                .is_some_and(|host| !host.starts_with(|c: char| c.is_ascii_digit())),
+            None => false,
+        })
+}
+
+/// Whether `rustup component list --installed` lists `component`.
+pub fn has_component(component_list: &str, component: &str) -> bool {
+    component_list
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(component))
+}
+
+/// The LLVM major version from `rustc -vV`, whose last line reads
+/// `LLVM version: MAJOR.MINOR.PATCH`.
+pub fn rustc_llvm_major(rustc_version: &str) -> Option<u32> {
+    let version = rustc_version
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version:"))?;
+    leading_number(version.trim())
+}
+
+/// The version number from `bpf-linker --version`, which prints
+/// `bpf-linker VERSION` and nothing about LLVM.
+pub fn bpf_linker_version(version_output: &str) -> Option<&str> {
+    let mut words = version_output.split_whitespace();
+    if words.next()? != "bpf-linker" {
+        return None;
+    }
+    words.next()
+}
+
+/// The major version of the shared LLVM library named in `ldd` output, as
+/// `libLLVM.so.MAJOR[.MINOR]` (apt.llvm.org) or `libLLVM-MAJOR.so...` (older
+/// Debian packages). `None` when no libLLVM is linked dynamically.
+pub fn ldd_llvm_major(ldd_output: &str) -> Option<u32> {
+    ldd_output
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .find_map(|library| {
+            let version = library
+                .strip_prefix("libLLVM.so.")
+                .or_else(|| library.strip_prefix("libLLVM-"))?;
+            leading_number(version)
+        })
+}
+
+/// Whether the `/proc/mounts` text shows a bpf filesystem mounted at
+/// `mount_point`.
+pub fn bpffs_mounted(mounts: &str, mount_point: &str) -> bool {
+    mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        fields.next() == Some(mount_point) && fields.next() == Some("bpf")
+    })
+}
+
+/// The effective user id from `/proc/self/status`, whose `Uid:` line lists the
+/// real, effective, saved and filesystem ids in that order.
+pub fn effective_uid(status: &str) -> Option<u32> {
+    let ids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    ids.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The number at the start of `text`, up to its first non-digit.
+fn leading_number(text: &str) -> Option<u32> {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    text[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_undated_nightly() {
+        let list = "stable-x86_64-unknown-linux-gnu (active, default)\n\
+                    nightly-x86_64-unknown-linux-gnu\n\
+                    1.95.0-x86_64-unknown-linux-gnu\n";
+        assert_eq!(
+            nightly_toolchain(list),
+            Some("nightly-x86_64-unknown-linux-gnu")
+        );
+        assert_eq!(nightly_toolchain("nightly (default)\n"), Some("nightly"));
+    }
+
+    #[test]
+    fn ignores_dated_nightlies_and_other_channels() {
+        let list = "stable-x86_64-unknown-linux-gnu (default)\n\
+                    nightly-2025-01-01-x86_64-unknown-linux-gnu\n\
+                    nightlyish-x86_64-unknown-linux-gnu\n";
+        assert_eq!(nightly_toolchain(list), None);
+        assert_eq!(nightly_toolchain("no installed toolchains\n"), None);
+    }
+
+    #[test]
+    fn finds_an_installed_component_by_its_whole_name() {
+        let list = "cargo-x86_64-unknown-linux-gnu\nrust-src\n\
+                    rust-std-x86_64-unknown-linux-gnu\n";
+        assert!(has_component(list, "rust-src"));
+        assert!(!has_component(list, "rust-std"));
+        assert!(!has_component("rust-src-extra\n", "rust-src"));
+    }
+
+    #[test]
+    fn reads_the_llvm_major_from_rustc() {
+        let version = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\n\
+                       binary: rustc\n\
+                       host: x86_64-unknown-linux-gnu\n\
+                       release: 1.97.0-nightly\n\
+                       LLVM version: 22.1.4\n";
+        assert_eq!(rustc_llvm_major(version), Some(22));
+        assert_eq!(rustc_llvm_major("LLVM version: 9\n"), Some(9));
+    }
+
+    #[test]
+    fn rustc_without_an_llvm_line_has_no_major() {
+        assert_eq!(rustc_llvm_major("rustc 1.97.0-nightly\n"), None);
+        assert_eq!(rustc_llvm_major("LLVM version: unknown\n"), None);
+    }
+
+    #[test]
+    fn reads_the_bpf_linker_version() {
+        assert_eq!(bpf_linker_version("bpf-linker 0.13.0\n"), Some("0.13.0"));
+        assert_eq!(bpf_linker_version("ld.lld 18.1.8\n"), None);
+        assert_eq!(bpf_linker_version(""), None);
+    }
+
+    #[test]
+    fn reads_the_llvm_major_from_ldd() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007ffd6b5f2000)\n\
+                   \tlibLLVM.so.22.1 => /usr/lib/llvm-22/lib/libLLVM.so.22.1 (0x00007fe8)\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007fe8)\n";
+        assert_eq!(ldd_llvm_major(ldd), Some(22));
+
+        let older = "\tlibLLVM-14.so.1 => /lib/x86_64-linux-gnu/libLLVM-14.so.1 (0x0)\n";
+        assert_eq!(ldd_llvm_major(older), Some(14));
+    }
+
+    #[test]
+    fn ldd_without_libllvm_has_no_major() {
+        let ldd = "\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x0)\n";
+        assert_eq!(ldd_llvm_major(ldd), None);
+        assert_eq!(ldd_llvm_major("\tnot a dynamic executable\n"), None);
+    }
+
+    #[test]
+    fn finds_bpffs_only_at_its_mount_point() {
+        let mounts = "sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n\
+                      bpf /sys/fs/bpf bpf rw,nosuid,nodev,noexec,relatime,mode=700 0 0\n";
+        assert!(bpffs_mounted(mounts, "/sys/fs/bpf"));
+
+        let elsewhere = "bpf /mnt/bpf bpf rw,relatime 0 0\n\
+                         tmpfs /sys/fs/bpf tmpfs rw 0 0\n";
+        assert!(!bpffs_mounted(elsewhere, "/sys/fs/bpf"));
+        assert!(!bpffs_mounted("", "/sys/fs/bpf"));
+    }
+
+    #[test]
+    fn reads_the_effective_uid() {
+        let status = "Name:\tcat\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
+        assert_eq!(effective_uid(status), Some(0));
+        assert_eq!(effective_uid("Uid:\t1000\t1000\t1000\t1000\n"), Some(1000));
+        assert_eq!(effective_uid("Name:\tcat\n"), None);
+    }
+}
