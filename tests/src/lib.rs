@@ -1,0 +1,3 @@
+pub mod frames;
+pub mod pcap;
+pub mod support;
