@@ -175,7 +175,8 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut totals = Totals::default();
     for frame in frames {
         let frame = frame?;
-        let replayed = replay_frame(&mut datapath, &frame)?;
+        let replayed = replay_frame(&mut datapath, &frame)
+            .with_context(|| format!("replaying frame {}", frame.number))?;
         totals.count(&replayed);
         if args.json {
             writeln!(out, "{}", frame_json(&replayed))?;
@@ -231,9 +232,6 @@ fn frame_line(frame: &ReplayedFrame) -> String {
     if outcome.long_chain {
         line.push_str(" (IPv6 extension headers past the bound, judged as a SYN)");
     }
-    if frame.truncated_to.is_some() {
-        line.push_str(" (frame cut to fit BPF_PROG_RUN)");
-    }
     line
 }
 
@@ -254,7 +252,6 @@ fn frame_json(frame: &ReplayedFrame) -> serde_json::Value {
         "length": frame.length,
         "tiny_fragment": outcome.tiny_fragment,
         "long_v6_chain": outcome.long_chain,
-        "truncated_to": frame.truncated_to,
     })
 }
 

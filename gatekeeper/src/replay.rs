@@ -295,11 +295,6 @@ fn hex(bytes: &[u8]) -> String {
 /// Shortest frame `BPF_PROG_RUN` accepts for XDP: an Ethernet header.
 pub const MIN_FRAME: usize = 14;
 
-/// Longest frame `BPF_PROG_RUN` accepts for a program without multi-buffer
-/// support: a page less XDP's 256 bytes of headroom and the 320 bytes the
-/// kernel keeps at the end for `struct skb_shared_info` (x86-64).
-pub const MAX_FRAME: usize = 4096 - 256 - 320;
-
 /// One frame after its run through the program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplayedFrame {
@@ -307,9 +302,6 @@ pub struct ReplayedFrame {
     pub number: u64,
     /// Captured length.
     pub length: usize,
-    /// Set when the frame was longer than [`MAX_FRAME`] and only its first
-    /// bytes were run. The program reads headers only, which lie within them.
-    pub truncated_to: Option<usize>,
     /// The program's decision; `None` for a frame shorter than
     /// [`MIN_FRAME`], which no network card delivers and the kernel refuses
     /// to run.
@@ -329,18 +321,13 @@ pub fn replay_frame(
     let mut replayed = ReplayedFrame {
         number: frame.number,
         length,
-        truncated_to: None,
         outcome: None,
     };
     if length < MIN_FRAME {
         return Ok(replayed);
     }
-    let data = if length > MAX_FRAME {
-        replayed.truncated_to = Some(MAX_FRAME);
-        &frame.data[..MAX_FRAME]
-    } else {
-        &frame.data[..]
-    };
-    replayed.outcome = Some(datapath.run_frame(data)?);
+    // Frames longer than a page less XDP's headroom are fine: the kernel
+    // puts the rest in fragments, and the program reads only the headers.
+    replayed.outcome = Some(datapath.run_frame(&frame.data)?);
     Ok(replayed)
 }

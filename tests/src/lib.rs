@@ -1,3 +1,4 @@
 pub mod frames;
+pub mod netns;
 pub mod pcap;
 pub mod support;
