@@ -1,4 +1,5 @@
 pub mod frames;
 pub mod netns;
 pub mod pcap;
+pub mod sample;
 pub mod support;

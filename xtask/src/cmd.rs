@@ -20,7 +20,7 @@ pub fn cargo() -> Command {
 
 /// The workspace root: cargo commands started from here cover the whole
 /// workspace wherever `cargo xtask` was typed.
-fn workspace_root() -> &'static Path {
+pub fn workspace_root() -> &'static Path {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest_dir.parent().unwrap_or(manifest_dir)
 }

@@ -1,6 +1,7 @@
 //! Developer tasks for gatekeeper, run as `cargo xtask TASK`.
 
 mod cmd;
+mod demo;
 mod parse;
 mod setup;
 mod suite;
@@ -10,7 +11,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-/// Developer tasks for gatekeeper: prepare a machine, run every test.
+/// Developer tasks for gatekeeper: prepare a machine, show the datapath at
+/// work, run every test.
 #[derive(Parser)]
 #[command(bin_name = "cargo xtask")]
 struct Cli {
@@ -36,6 +38,15 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Install what is missing (as `setup` does), build gatekeeper and replay
+    /// the sample capture through the real XDP program.
+    ///
+    /// Checks examples/policy.toml, then runs examples/sample.pcap (a few
+    /// moments of a mail gateway's traffic) through the XDP program with
+    /// BPF_PROG_RUN, first in the policy's monitor mode and then in enforce
+    /// mode, printing each frame's verdict. Touches no network interface.
+    /// Needs root to load the program.
+    Demo,
     /// Install what is missing (as `setup` does), then run every test.
     ///
     /// Stage 1 runs `cargo test` on the default workspace members (the
@@ -68,6 +79,7 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::Setup { check: false } => setup::setup(setup::Mode::Install),
         Task::Setup { check: true } => setup::setup(setup::Mode::Check),
+        Task::Demo => demo::demo(),
         Task::Test { test_args } => suite::test(&test_args),
     }
 }
