@@ -2,6 +2,7 @@
 //! it, and the tools built on them.
 
 pub mod datapath;
+pub mod describe;
 pub mod policy;
 pub mod replay;
 mod sys;

@@ -220,19 +220,24 @@ impl Totals {
 
 fn frame_line(frame: &ReplayedFrame) -> String {
     let Some(outcome) = &frame.outcome else {
+        let number = format!("{}:", frame.number);
         return format!(
-            "frame {}: skipped ({} bytes is shorter than an Ethernet header)",
-            frame.number, frame.length
+            "frame {number:<6} skipped ({} bytes is shorter than an Ethernet header)",
+            frame.length
         );
     };
-    let mut line = format!("frame {}: {}", frame.number, outcome.verdict);
+    let number = format!("{}:", frame.number);
+    let mut line = format!("frame {number:<6} {:<26}", outcome.verdict.to_string());
+    if let Some(summary) = &frame.summary {
+        line.push_str(&format!(" {summary}"));
+    }
     if outcome.tiny_fragment {
         line.push_str(" (first fragment without TCP flags, judged as a SYN)");
     }
     if outcome.long_chain {
         line.push_str(" (IPv6 extension headers past the bound, judged as a SYN)");
     }
-    line
+    line.trim_end().to_owned()
 }
 
 fn frame_json(frame: &ReplayedFrame) -> serde_json::Value {
@@ -252,6 +257,7 @@ fn frame_json(frame: &ReplayedFrame) -> serde_json::Value {
         "length": frame.length,
         "tiny_fragment": outcome.tiny_fragment,
         "long_v6_chain": outcome.long_chain,
+        "packet": frame.summary,
     })
 }
 

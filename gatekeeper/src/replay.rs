@@ -7,7 +7,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::datapath::{Datapath, DatapathError, FrameOutcome};
+use crate::{
+    datapath::{Datapath, DatapathError, FrameOutcome},
+    describe::{FrameSummary, describe},
+};
 use pcap_file::{
     DataLink, PcapError,
     pcap::PcapReader,
@@ -302,6 +305,8 @@ pub struct ReplayedFrame {
     pub number: u64,
     /// Captured length.
     pub length: usize,
+    /// What the frame is, for people; `None` when it cannot be parsed.
+    pub summary: Option<FrameSummary>,
     /// The program's decision; `None` for a frame shorter than
     /// [`MIN_FRAME`], which no network card delivers and the kernel refuses
     /// to run.
@@ -321,6 +326,7 @@ pub fn replay_frame(
     let mut replayed = ReplayedFrame {
         number: frame.number,
         length,
+        summary: describe(&frame.data),
         outcome: None,
     };
     if length < MIN_FRAME {

@@ -160,6 +160,9 @@ fn debian_packages(report: &mut Report, major: u32) -> Result<()> {
         "zlib1g-dev".to_owned(),
         "libzstd-dev".to_owned(),
         "iproute2".to_owned(),
+        // The replay tests capture real handshakes with it, and use it as an
+        // independent reader of the captures they write.
+        "tcpdump".to_owned(),
     ];
     let mut absent = Vec::new();
     for package in wanted {
