@@ -97,7 +97,8 @@ pub enum DatapathError {
         #[source]
         source: ProgramError,
     },
-    /// The program returned an action that contradicts its own counters.
+    /// The program's action and counters contradict each other, or name a
+    /// connector the live policy does not have.
     #[error("the XDP program returned action {action} but counted the frame as {verdict}")]
     Inconsistent {
         /// The XDP action.
@@ -393,7 +394,9 @@ impl Datapath {
         }
 
         for (id, connector) in policy.connectors.iter().enumerate() {
-            let id = u32::try_from(id).expect("connector count checked against MAX_CONNECTORS");
+            let id = u32::try_from(id).map_err(|_| DatapathError::TooManyConnectors {
+                count: policy.connectors.len(),
+            })?;
             next.connectors.push(connector.name.clone());
             for source in &connector.sources {
                 match key_for(slot, source) {
@@ -596,9 +599,11 @@ impl Datapath {
             .iter()
             .zip(&baseline)
             .position(|(now, then)| now != then);
-        Ok(grew
-            .and_then(|id| self.connectors().get(id).cloned())
-            .unwrap_or_else(|| "<unknown>".to_owned()))
+        grew.and_then(|id| self.connectors().get(id).cloned())
+            .ok_or(DatapathError::Inconsistent {
+                action: XDP_PASS,
+                verdict: "allow by a connector the live policy does not have",
+            })
     }
 }
 

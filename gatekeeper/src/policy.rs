@@ -425,6 +425,36 @@ impl Checker<'_> {
         format!("{line}:{column}")
     }
 
+    /// Records that entry `at` (index, offset) of a list lists `value`, and
+    /// reports it when an earlier entry in `seen` listed it already.
+    fn is_repeat<T: std::hash::Hash + Eq + std::fmt::Display>(
+        &mut self,
+        seen: &mut HashMap<T, (usize, usize)>,
+        value: T,
+        what: &str,
+        at: (usize, usize),
+    ) -> bool {
+        let (index, offset) = at;
+        match seen.entry(value) {
+            Entry::Occupied(first) => {
+                let (first_index, first_offset) = *first.get();
+                let message = format!(
+                    "duplicate {what} {}: entry {} repeats entry {} at {}",
+                    first.key(),
+                    index + 1,
+                    first_index + 1,
+                    self.at(first_offset)
+                );
+                self.report(offset, message);
+                true
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(at);
+                false
+            }
+        }
+    }
+
     /// The mode, with the offset of its value.
     fn mode(&mut self, raw: Option<Spanned<String>>) -> Option<(Mode, usize)> {
         let Some(raw) = raw else {
@@ -479,22 +509,10 @@ impl Checker<'_> {
                 continue;
             };
 
-            match seen.entry(port) {
-                Entry::Occupied(first) => {
-                    let (first_index, first_offset) = *first.get();
-                    let message = format!(
-                        "duplicate port {port}: entry {} repeats entry {} at {}",
-                        index + 1,
-                        first_index + 1,
-                        self.at(first_offset)
-                    );
-                    self.report(offset, message);
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert((index, offset));
-                    ports.push(port);
-                }
+            if self.is_repeat(&mut seen, port, "port", (index, offset)) {
+                continue;
             }
+            ports.push(port);
         }
         ports
     }
@@ -514,23 +532,11 @@ impl Checker<'_> {
                 continue;
             };
 
-            match seen.entry(net) {
-                Entry::Occupied(first) => {
-                    let (first_index, first_offset) = *first.get();
-                    let message = format!(
-                        "duplicate destination {net}: entry {} repeats entry {} at {}",
-                        index + 1,
-                        first_index + 1,
-                        self.at(first_offset)
-                    );
-                    self.report(offset, message);
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert((index, offset));
-                    tally.add(&net, offset);
-                    destinations.push(net);
-                }
+            if self.is_repeat(&mut seen, net, "destination", (index, offset)) {
+                continue;
             }
+            tally.add(&net, offset);
+            destinations.push(net);
         }
 
         for (family, count, offset) in tally.over_limit() {
