@@ -38,10 +38,14 @@ pub const DEST_V6_MAP: &str = "GK_DEST_V6";
 pub const COUNTERS_MAP: &str = "GK_COUNTERS";
 /// Per-CPU [`ConnectorCounters`], one entry.
 pub const CONNECTORS_MAP: &str = "GK_CONNECTORS";
+/// [`ConnectorName`] per slot and connector id (`slot * MAX_CONNECTORS +
+/// id`). Only user space reads it: it lets `gatekeeper status` name the
+/// connectors of the live policy from the pinned maps alone.
+pub const NAMES_MAP: &str = "GK_NAMES";
 
 /// Every map the program defines, for checks that the object and the
 /// controller agree.
-pub const MAP_NAMES: [&str; 9] = [
+pub const MAP_NAMES: [&str; 10] = [
     ACTIVE_MAP,
     CONFIG_MAP,
     PORTS_MAP,
@@ -51,6 +55,7 @@ pub const MAP_NAMES: [&str; 9] = [
     DEST_V6_MAP,
     COUNTERS_MAP,
     CONNECTORS_MAP,
+    NAMES_MAP,
 ];
 
 /// Number of policy slots: the live one and the one being written.
@@ -84,16 +89,38 @@ pub const FLAG_HAS_DESTINATIONS: u32 = 1;
 /// Value stored for each destination prefix.
 pub const DESTINATION_PRESENT: u32 = 1;
 
-/// One slot's settings.
+/// One slot's settings. The program reads `mode` and `flags`; the rest
+/// describes the policy for `gatekeeper status`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     /// The policy generation this slot holds; 0 when empty.
     pub generation: u64,
+    /// When the controller installed it, in nanoseconds since the Unix epoch.
+    pub loaded_at_ns: u64,
     /// [`MODE_NONE`], [`MODE_ENFORCE`] or [`MODE_MONITOR`].
     pub mode: u32,
     /// Bit set of `FLAG_*`.
     pub flags: u32,
+    /// Connectors in the policy.
+    pub connectors: u32,
+    /// IPv4 source prefixes in the policy.
+    pub sources_v4: u32,
+    /// IPv6 source prefixes in the policy.
+    pub sources_v6: u32,
+    /// Destination prefixes in the policy, both families.
+    pub destinations: u32,
+}
+
+/// Longest connector name, in bytes.
+pub const CONNECTOR_NAME_LEN: usize = 32;
+
+/// A connector's name, NUL-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectorName {
+    /// The name's bytes, then zeros.
+    pub bytes: [u8; CONNECTOR_NAME_LEN],
 }
 
 /// The data part of an IPv4 LPM key: the slot, then the address in network
@@ -186,6 +213,8 @@ mod user {
     unsafe impl aya::Pod for super::Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnectorCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnectorName {}
 }
 
 #[cfg(test)]
@@ -196,7 +225,8 @@ mod tests {
 
     #[test]
     fn map_types_have_no_padding() {
-        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<Config>(), 40);
+        assert_eq!(size_of::<ConnectorName>(), CONNECTOR_NAME_LEN);
         assert_eq!(size_of::<Ipv4Key>(), 8);
         assert_eq!(size_of::<Ipv6Key>(), 20);
         assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);

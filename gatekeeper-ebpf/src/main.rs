@@ -40,9 +40,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gatekeeper_common::{
-    Config, ConnectorCounters, Counters, FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key, MAX_CONNECTORS,
-    MAX_DESTINATION_PREFIXES, MAX_SOURCE_PREFIXES, MAX_V6_EXTENSION_HEADERS, MODE_ENFORCE,
-    MODE_MONITOR, PORT_WORDS, SLOT_PREFIX_BITS, SLOTS, counter,
+    Config, ConnectorCounters, ConnectorName, Counters, FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key,
+    MAX_CONNECTORS, MAX_DESTINATION_PREFIXES, MAX_SOURCE_PREFIXES, MAX_V6_EXTENSION_HEADERS,
+    MODE_ENFORCE, MODE_MONITOR, PORT_WORDS, SLOT_PREFIX_BITS, SLOTS, counter,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
@@ -78,6 +78,10 @@ static GK_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static GK_CONNECTORS: PerCpuArray<ConnectorCounters> = PerCpuArray::with_max_entries(1, 0);
+
+// Read by user space only; see `gatekeeper_common::NAMES_MAP`.
+#[map]
+static GK_NAMES: Array<ConnectorName> = Array::with_max_entries(SLOTS * MAX_CONNECTORS as u32, 0);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;

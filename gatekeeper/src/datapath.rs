@@ -2,7 +2,13 @@
 //! program, install a policy atomically, read the counters, and run frames
 //! through the program with `BPF_PROG_RUN`.
 
-use std::{collections::BTreeMap, io, net::IpAddr};
+use std::{
+    collections::BTreeMap,
+    io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use aya::{
     Ebpf, EbpfError, TestRun as _, TestRunOptions,
@@ -10,10 +16,11 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use gatekeeper_common::{
-    ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CONFIG_MAP, CONNECTORS_MAP, COUNTERS_MAP, Config,
-    ConnectorCounters, Counters, DEST_V4_MAP, DEST_V6_MAP, DESTINATION_PRESENT,
-    FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key, MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR,
-    PORT_WORDS, PORTS_MAP, PROGRAM_NAME, SLOT_PREFIX_BITS, SLOTS, counter,
+    ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CONFIG_MAP, CONNECTOR_NAME_LEN, CONNECTORS_MAP,
+    COUNTERS_MAP, Config, ConnectorCounters, ConnectorName, Counters, DEST_V4_MAP, DEST_V6_MAP,
+    DESTINATION_PRESENT, FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key, MAP_NAMES, MAX_CONNECTORS,
+    MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP, PROGRAM_NAME, SLOT_PREFIX_BITS,
+    SLOTS, counter,
 };
 use ipnet::IpNet;
 
@@ -62,6 +69,17 @@ pub enum DatapathError {
     /// Waiting for running programs failed.
     #[error("waiting for running programs to leave the old policy slot")]
     Wait(#[source] io::Error),
+    /// A map could not be pinned.
+    #[error("pinning map {name} at {path}")]
+    Pin {
+        /// The map.
+        name: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// What aya said.
+        #[source]
+        source: aya::pin::PinError,
+    },
     /// A map update failed, for example because a map is full.
     #[error("writing {what} into map {map}")]
     Write {
@@ -226,6 +244,7 @@ struct Maps {
     dest_v6: LpmTrie<MapData, Ipv6Key, u32>,
     counters: PerCpuArray<MapData, Counters>,
     connectors: PerCpuArray<MapData, ConnectorCounters>,
+    names: Array<MapData, ConnectorName>,
 }
 
 /// A policy as the maps hold it: which slot, and every key written there, so
@@ -270,6 +289,23 @@ impl Datapath {
     /// Fails without `CAP_BPF`/`CAP_NET_ADMIN`, when the kernel's verifier
     /// rejects the program, or when the embedded object is inconsistent.
     pub fn load() -> Result<Self, DatapathError> {
+        Self::load_inner(None)
+    }
+
+    /// Like [`Datapath::load`], and pins every map under `dir` (which must
+    /// exist on a bpffs), so that `gatekeeper status` and friends can read
+    /// them from another process.
+    ///
+    /// # Errors
+    ///
+    /// As [`Datapath::load`], or a map that cannot be pinned (a pin of that
+    /// name exists already, say). Maps pinned before the failure are
+    /// unpinned again.
+    pub fn load_pinned(dir: &Path) -> Result<Self, DatapathError> {
+        Self::load_inner(Some(dir))
+    }
+
+    fn load_inner(pin_dir: Option<&Path>) -> Result<Self, DatapathError> {
         let mut ebpf = Ebpf::load(OBJECT).map_err(DatapathError::Object)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
@@ -277,6 +313,9 @@ impl Datapath {
             .try_into()
             .map_err(DatapathError::LoadProgram)?;
         program.load().map_err(DatapathError::LoadProgram)?;
+        if let Some(dir) = pin_dir {
+            pin_maps(&ebpf, dir)?;
+        }
 
         let maps = Maps {
             active: typed(&mut ebpf, ACTIVE_MAP)?,
@@ -288,6 +327,7 @@ impl Datapath {
             dest_v6: typed(&mut ebpf, DEST_V6_MAP)?,
             counters: typed(&mut ebpf, COUNTERS_MAP)?,
             connectors: typed(&mut ebpf, CONNECTORS_MAP)?,
+            names: typed(&mut ebpf, NAMES_MAP)?,
         };
         let barrier = RcuBarrier::new().map_err(DatapathError::Barrier)?;
         Ok(Self {
@@ -398,6 +438,14 @@ impl Datapath {
                 count: policy.connectors.len(),
             })?;
             next.connectors.push(connector.name.clone());
+            self.maps
+                .names
+                .set(name_index(slot, id), connector_name(&connector.name), 0)
+                .map_err(|source| DatapathError::Write {
+                    map: NAMES_MAP,
+                    what: format!("the name of connector {}", connector.name),
+                    source,
+                })?;
             for source in &connector.sources {
                 match key_for(slot, source) {
                     SlotKey::V4(key) => {
@@ -443,8 +491,20 @@ impl Datapath {
             })?;
         }
 
+        let (sources_v4, sources_v6) = policy.source_counts();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let loaded_at_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+            });
         let config = Config {
             generation: next.generation,
+            loaded_at_ns,
+            connectors: count(policy.connectors.len()),
+            sources_v4: count(sources_v4),
+            sources_v6: count(sources_v6),
+            destinations: count(policy.destinations.len()),
             mode: match policy.mode {
                 Mode::Enforce => MODE_ENFORCE,
                 Mode::Monitor => MODE_MONITOR,
@@ -473,6 +533,13 @@ impl Datapath {
         let _ = self.maps.config.set(slot, Config::default(), 0);
         for &word in installed.port_words.keys() {
             let _ = self.maps.ports.set(slot * PORT_WORDS + word, 0, 0);
+        }
+        for id in 0..installed.connectors.len() {
+            let id = u32::try_from(id).unwrap_or(u32::MAX);
+            let _ = self
+                .maps
+                .names
+                .set(name_index(slot, id), ConnectorName::default(), 0);
         }
         for key in &installed.allow_v4 {
             let _ = self.maps.allow_v4.remove(key);
@@ -657,6 +724,34 @@ fn key_for(slot: u32, net: &IpNet) -> SlotKey {
             },
         )),
     }
+}
+
+/// Index of a connector's name in [`NAMES_MAP`].
+pub fn name_index(slot: u32, id: u32) -> u32 {
+    slot * MAX_CONNECTORS as u32 + id
+}
+
+fn connector_name(name: &str) -> ConnectorName {
+    let mut bytes = [0; CONNECTOR_NAME_LEN];
+    let len = name.len().min(CONNECTOR_NAME_LEN);
+    bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+    ConnectorName { bytes }
+}
+
+fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<(), DatapathError> {
+    let mut pinned = Vec::new();
+    for name in MAP_NAMES {
+        let map = ebpf.map(name).ok_or(DatapathError::MissingMap(name))?;
+        let path = dir.join(name);
+        if let Err(source) = map.pin(&path) {
+            for path in pinned {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(DatapathError::Pin { name, path, source });
+        }
+        pinned.push(path);
+    }
+    Ok(())
 }
 
 fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>

@@ -3,6 +3,20 @@
 
 pub mod datapath;
 pub mod describe;
+pub mod live;
 pub mod policy;
 pub mod replay;
+pub mod run;
 mod sys;
+
+/// An error and its causes on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -11,8 +11,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use gatekeeper::{
     datapath::{Datapath, DatapathError, Verdict, XDP_DROP},
+    live::{self, DEFAULT_PIN_DIR, LiveView, XdpChoice},
     policy::{LoadOptions, Policy, PolicyError},
     replay::{CaptureReader, ReplayedFrame, replay_frame},
+    run::RunConfig,
 };
 use serde_json::json;
 
@@ -40,6 +42,98 @@ enum Command {
     /// `allow CONNECTOR`, `deny` (dropped in enforce mode) and `would-deny`
     /// (passed but counted in monitor mode).
     Replay(ReplayArgs),
+    /// Attach the XDP program to live interfaces and enforce the policy.
+    ///
+    /// Loads the program, installs the policy, attaches to each interface
+    /// and pins the links and maps under the pin directory, then runs until
+    /// SIGINT or SIGTERM, when it detaches and removes its pins. The policy
+    /// is reloaded on SIGHUP and whenever the file changes; a file that does
+    /// not parse or load is rejected and the running policy stays.
+    Run(RunArgs),
+    /// Show the running gatekeeper: interfaces, policy and counters, read
+    /// from the pinned maps.
+    Status(StatusArgs),
+    /// Tell which connector admits an address: exit 0 when one does, 1 when
+    /// none does, 2 on error.
+    Check(CheckAddrArgs),
+    /// Remove a gatekeeper's links and pins, for one left behind by a
+    /// controller that crashed. A running `gatekeeper run` cleans up after
+    /// itself on SIGTERM.
+    Detach(DetachArgs),
+}
+
+#[derive(Debug, Args)]
+struct PinDirArg {
+    /// Where the maps and links are pinned (on a bpffs).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum XdpModeArg {
+    /// Native mode, falling back to skb mode with a warning.
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic mode only.
+    Skb,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// An interface to attach to; repeat for several.
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    ifaces: Vec<String>,
+    /// The policy file (TOML).
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// How to attach the XDP program.
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: XdpModeArg,
+    #[command(flatten)]
+    pins: PinDirArg,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pins: PinDirArg,
+}
+
+#[derive(Debug, Args)]
+struct CheckAddrArgs {
+    /// An IPv4 or IPv6 address.
+    addr: std::net::IpAddr,
+    /// Judge by this policy file instead of the live policy.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    #[command(flatten)]
+    pins: PinDirArg,
+}
+
+#[derive(Debug, Args)]
+struct DetachArgs {
+    /// Only this interface; every interface when left out.
+    #[arg(long, value_name = "IF")]
+    iface: Option<String>,
+    #[command(flatten)]
+    pins: PinDirArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +180,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(PolicyCommand::Check(args)) => policy_check(&args),
         Command::Replay(args) => replay(&args),
+        Command::Run(args) => run(args),
+        Command::Status(args) => status(&args),
+        Command::Check(args) => return check(&args),
+        Command::Detach(args) => detach(&args),
     };
     match result {
         Ok(code) => code,
@@ -290,4 +388,190 @@ fn write_totals(out: &mut impl io::Write, totals: &Totals) -> io::Result<()> {
         writeln!(out, "  allow {name}: {count}")?;
     }
     Ok(())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
+    match args.log_format {
+        LogFormat::Text => subscriber.init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
+    let config = RunConfig {
+        ifaces: args.ifaces,
+        policy: args.policy,
+        xdp: match args.xdp_mode {
+            XdpModeArg::Auto => XdpChoice::Auto,
+            XdpModeArg::Native => XdpChoice::Native,
+            XdpModeArg::Skb => XdpChoice::Skb,
+        },
+        pin_dir: args.pins.pin_dir,
+        load: LoadOptions {
+            allow_empty: args.load.allow_empty,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match runtime.block_on(gatekeeper::run::run(config)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            tracing::error!(error = %gatekeeper::error_chain(&error), "gatekeeper run failed");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let view = LiveView::open(&args.pins.pin_dir)?;
+    let interfaces = view.interfaces();
+    let policy = view.policy()?;
+    let counters = view.counters()?;
+    let per_connector = view.connector_counts()?;
+    let connectors: Vec<(String, u64)> = policy
+        .as_ref()
+        .map(|policy| {
+            policy
+                .connectors
+                .iter()
+                .enumerate()
+                .map(|(id, name)| (name.clone(), per_connector[id]))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rows = live::verdict_rows(&counters);
+
+    let mut out = io::stdout().lock();
+    if args.json {
+        let verdicts: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(name, v4, v6)| (name.replace('-', "_"), json!({"ipv4": v4, "ipv6": v6})))
+            .collect();
+        let value = json!({
+            "interfaces": interfaces
+                .iter()
+                .map(|(iface, mode)| json!({"name": iface, "xdp_mode": mode}))
+                .collect::<Vec<_>>(),
+            "policy": policy.as_ref().map(|policy| json!({
+                "mode": policy.mode,
+                "generation": policy.generation,
+                "loaded_at_unix_ns": policy.loaded_at_ns,
+                "ports": policy.ports,
+                "ipv4_prefixes": policy.sources_v4,
+                "ipv6_prefixes": policy.sources_v6,
+                "destinations": policy.destinations,
+            })),
+            "counters": {
+                "seen": counters.seen(),
+                "pass": counters.passed(),
+                "verdicts": verdicts,
+            },
+            "connectors": connectors
+                .iter()
+                .map(|(name, allowed)| json!({"name": name, "allowed": allowed}))
+                .collect::<Vec<_>>(),
+        });
+        writeln!(out, "{value}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    if interfaces.is_empty() {
+        writeln!(out, "interfaces: none attached")?;
+    }
+    for (iface, mode) in &interfaces {
+        writeln!(out, "interface {iface}: attached ({mode} mode)")?;
+    }
+    match &policy {
+        None => writeln!(out, "policy: none installed (everything passes)")?,
+        Some(policy) => {
+            let ports: Vec<String> = policy.ports.iter().map(u16::to_string).collect();
+            let age = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|now| {
+                    now.as_nanos()
+                        .saturating_sub(u128::from(policy.loaded_at_ns))
+                })
+                .unwrap_or(0)
+                / 1_000_000_000;
+            writeln!(
+                out,
+                "policy: generation {}, {} mode, loaded {age} s ago",
+                policy.generation, policy.mode
+            )?;
+            writeln!(out, "  ports: {}", ports.join(", "))?;
+            writeln!(
+                out,
+                "  connectors: {} ({} IPv4 and {} IPv6 source prefixes)",
+                policy.connectors.len(),
+                policy.sources_v4,
+                policy.sources_v6
+            )?;
+            if policy.destinations == 0 {
+                writeln!(out, "  destinations: every local address")?;
+            } else {
+                writeln!(out, "  destinations: {} prefixes", policy.destinations)?;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "frames: {} seen, {} passed without being gated",
+        counters.seen(),
+        counters.passed()
+    )?;
+    writeln!(out, "gated SYNs:       IPv4       IPv6")?;
+    for (name, v4, v6) in rows {
+        writeln!(out, "  {name:<12} {v4:>10} {v6:>10}")?;
+    }
+    if !connectors.is_empty() {
+        writeln!(out, "allowed per connector:")?;
+        for (name, allowed) in &connectors {
+            writeln!(out, "  {name:<32} {allowed:>10}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(args: &CheckAddrArgs) -> ExitCode {
+    let verdict = match &args.policy {
+        Some(path) => match Policy::load(path, LoadOptions { allow_empty: true }) {
+            Ok(policy) => Ok(policy
+                .connector_for(args.addr)
+                .map(|(connector, prefix)| format!("{} (by {prefix})", connector.name))),
+            Err(error) => Err(anyhow::Error::new(error)),
+        },
+        None => LiveView::open(&args.pins.pin_dir)
+            .and_then(|view| view.connector_for(args.addr))
+            .map_err(anyhow::Error::new),
+    };
+    match verdict {
+        Ok(Some(connector)) => {
+            println!("{} is admitted by connector {connector}", args.addr);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("{} is not admitted by any connector", args.addr);
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn detach(args: &DetachArgs) -> anyhow::Result<ExitCode> {
+    let detached = live::detach(&args.pins.pin_dir, args.iface.as_deref())?;
+    if detached.is_empty() {
+        match &args.iface {
+            Some(iface) => println!("no gatekeeper link on {iface}; nothing detached"),
+            None => println!("no links were pinned; removed the leftover map pins"),
+        }
+    }
+    for iface in detached {
+        println!("detached from {iface}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

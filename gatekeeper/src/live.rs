@@ -1,0 +1,654 @@
+//! gatekeeper on live interfaces: the pin directory, attaching the program,
+//! and reading the live state back from the pins in another process.
+//!
+//! Everything a running gatekeeper holds is pinned under one directory on a
+//! bpffs (by default [`DEFAULT_PIN_DIR`]): each map under its own name, and
+//! each XDP link as `link_MODE_INTERFACE` (bpffs refuses dots in names, so a
+//! dot in the interface name, as in `eth0.100`, is written as a colon, which
+//! interface names cannot contain). `gatekeeper status`, `check` and
+//! `detach` work from these pins alone, with no connection to the daemon.
+
+use std::{
+    fs, io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie},
+    programs::{
+        ProgramError, XdpMode,
+        links::{FdLink, PinnedLink},
+    },
+};
+use gatekeeper_common::{
+    ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CONFIG_MAP, CONNECTORS_MAP, COUNTERS_MAP, Config,
+    ConnectorCounters, ConnectorName, Counters, Ipv4Key, Ipv6Key, MAP_NAMES, MAX_CONNECTORS,
+    MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP, SLOT_PREFIX_BITS, SLOTS, counter,
+};
+
+use crate::datapath::{CounterTotals, Datapath, name_index};
+
+/// Where `gatekeeper run` pins its maps and links unless told otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/gatekeeper";
+
+/// Prefix of the pin name of an XDP link: `link_MODE_INTERFACE`.
+const LINK_PREFIX: &str = "link_";
+
+/// How to attach the XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpChoice {
+    /// Native (driver) mode, falling back to generic (skb) mode.
+    Auto,
+    /// Native mode only.
+    Native,
+    /// Generic mode only: works on every interface, after the kernel has
+    /// allocated a socket buffer.
+    Skb,
+}
+
+/// Errors of the live commands.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// No gatekeeper has pinned anything in the directory.
+    #[error(
+        "no gatekeeper is loaded (nothing pinned in {0}); start one with \
+         `gatekeeper run --iface IFACE --policy FILE`"
+    )]
+    NotLoaded(PathBuf),
+    /// Pins from another gatekeeper are in the way.
+    #[error(
+        "a gatekeeper is already attached to {iface} (pinned at {pin}); see it with \
+         `gatekeeper status` and remove it with `gatekeeper detach --iface {iface}`"
+    )]
+    AlreadyAttached {
+        /// The interface.
+        iface: String,
+        /// Its link pin.
+        pin: PathBuf,
+    },
+    /// Maps from an earlier gatekeeper are still pinned.
+    #[error(
+        "maps of an earlier gatekeeper are still pinned in {0}; see them with \
+         `gatekeeper status` and remove them with `gatekeeper detach`"
+    )]
+    StalePins(PathBuf),
+    /// A file system operation on the pin directory failed.
+    #[error("{what} {path}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The operating system's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// Mounting bpffs failed.
+    #[error("mounting bpffs at {path}")]
+    Mount {
+        /// Where.
+        path: PathBuf,
+        /// The operating system's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// Attaching the program failed.
+    #[error("attaching the XDP program to {iface} in {mode} mode")]
+    Attach {
+        /// The interface.
+        iface: String,
+        /// The mode tried.
+        mode: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: ProgramError,
+    },
+    /// Pinning a link failed.
+    #[error("pinning the XDP link of {iface} at {path}")]
+    PinLink {
+        /// The interface.
+        iface: String,
+        /// Where.
+        path: PathBuf,
+        /// What aya said.
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// A pinned map could not be opened or read.
+    #[error("reading pinned map {path}")]
+    Map {
+        /// The pin.
+        path: PathBuf,
+        /// What aya said.
+        #[source]
+        source: MapError,
+    },
+    /// A link could not be opened from its pin, or is not a bpf_link (the
+    /// kernel attached the program the old netlink way).
+    #[error("opening link {path}")]
+    Link {
+        /// The pin.
+        path: PathBuf,
+        /// What aya said.
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+}
+
+/// One interface the program is attached to.
+#[derive(Debug)]
+pub struct Attachment {
+    /// The interface's name.
+    pub iface: String,
+    /// `native` or `skb`.
+    pub mode: &'static str,
+    /// Why native mode was not used, when `auto` fell back to skb.
+    pub fallback_reason: Option<String>,
+    link: Option<PinnedLink>,
+    pin: PathBuf,
+}
+
+impl Attachment {
+    /// Detaches: removes the pin and drops the link.
+    pub fn detach(mut self) {
+        self.release();
+    }
+
+    fn release(&mut self) {
+        if let Some(link) = self.link.take() {
+            // Unpinning removes the file; dropping the returned link detaches
+            // the program (this process holds the last reference).
+            drop(link.unpin());
+        }
+        let _ = fs::remove_file(&self.pin);
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Makes sure `dir` exists on a bpffs: mounts bpffs at `/sys/fs/bpf` (or,
+/// for another directory, at the directory itself) when none is mounted
+/// there, then creates the directory.
+///
+/// # Errors
+///
+/// The mount or the directory creation failed.
+pub fn prepare_pin_dir(dir: &Path) -> Result<(), LiveError> {
+    if !on_bpffs(dir) {
+        let mount_point = if dir.starts_with("/sys/fs/bpf") {
+            PathBuf::from("/sys/fs/bpf")
+        } else {
+            dir.to_owned()
+        };
+        fs::create_dir_all(&mount_point).map_err(|source| LiveError::Io {
+            what: "creating",
+            path: mount_point.clone(),
+            source,
+        })?;
+        mount_bpffs(&mount_point)?;
+        tracing::info!(path = %mount_point.display(), "mounted bpffs");
+    }
+    fs::create_dir_all(dir).map_err(|source| LiveError::Io {
+        what: "creating the pin directory",
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Whether `path` (or its nearest existing ancestor) lies on a bpffs.
+fn on_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let mut probe = Some(path);
+    while let Some(candidate) = probe {
+        if candidate.exists() {
+            let Ok(c_path) = std::ffi::CString::new(candidate.as_os_str().as_encoded_bytes())
+            else {
+                return false;
+            };
+            // SAFETY: statfs writes into the zeroed struct we own.
+            let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid NUL-terminated path and a valid out pointer.
+            let ret = unsafe { libc::statfs(c_path.as_ptr(), &mut stats) };
+            // f_type's integer type differs between platforms.
+            return ret == 0 && i64::from(stats.f_type) == BPF_FS_MAGIC;
+        }
+        probe = candidate.parent();
+    }
+    false
+}
+
+fn mount_bpffs(path: &Path) -> Result<(), LiveError> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        LiveError::Mount {
+            path: path.to_owned(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        }
+    })?;
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let ret = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c_path.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if ret != 0 {
+        return Err(LiveError::Mount {
+            path: path.to_owned(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// The interfaces with a pinned gatekeeper link in `dir`, with their mode.
+pub fn pinned_links(dir: &Path) -> Vec<(String, String, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut links: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let rest = name.strip_prefix(LINK_PREFIX)?;
+            let (mode, iface) = rest.split_once('_')?;
+            Some((iface.replace(':', "."), mode.to_owned(), entry.path()))
+        })
+        .collect();
+    links.sort();
+    links
+}
+
+/// Refuses to start when `dir` already holds pins for `ifaces` or maps.
+///
+/// # Errors
+///
+/// [`LiveError::AlreadyAttached`] or [`LiveError::StalePins`].
+pub fn refuse_if_taken(dir: &Path, ifaces: &[String]) -> Result<(), LiveError> {
+    for (iface, _, pin) in pinned_links(dir) {
+        if ifaces.contains(&iface) {
+            return Err(LiveError::AlreadyAttached { iface, pin });
+        }
+    }
+    if MAP_NAMES.iter().any(|name| dir.join(name).exists()) {
+        return Err(LiveError::StalePins(dir.to_owned()));
+    }
+    Ok(())
+}
+
+/// Attaches the datapath's program to `iface` and pins the link in `dir`.
+///
+/// # Errors
+///
+/// The interface does not exist, already has an XDP program, or the chosen
+/// mode is not available; or the pin fails.
+pub fn attach(
+    datapath: &mut Datapath,
+    iface: &str,
+    choice: XdpChoice,
+    dir: &Path,
+) -> Result<Attachment, LiveError> {
+    let program = datapath.program();
+    let attempt = |program: &mut aya::programs::Xdp, mode: XdpMode, name: &'static str| {
+        program
+            .attach(iface, mode)
+            .map_err(|source| LiveError::Attach {
+                iface: iface.to_owned(),
+                mode: name,
+                source,
+            })
+    };
+    let (link_id, mode, fallback_reason) = match choice {
+        XdpChoice::Native => (attempt(program, XdpMode::Driver, "native")?, "native", None),
+        XdpChoice::Skb => (attempt(program, XdpMode::Skb, "skb")?, "skb", None),
+        XdpChoice::Auto => match attempt(program, XdpMode::Driver, "native") {
+            Ok(id) => (id, "native", None),
+            Err(native) => {
+                let reason = crate::error_chain(&native);
+                (attempt(program, XdpMode::Skb, "skb")?, "skb", Some(reason))
+            }
+        },
+    };
+
+    let pin = dir.join(format!("{LINK_PREFIX}{mode}_{}", iface.replace('.', ":")));
+    let link = program
+        .take_link(link_id)
+        .map_err(|source| LiveError::Attach {
+            iface: iface.to_owned(),
+            mode,
+            source,
+        })?;
+    let fd_link = FdLink::try_from(link).map_err(|source| LiveError::Link {
+        path: pin.clone(),
+        source,
+    })?;
+    let link = fd_link.pin(&pin).map_err(|source| LiveError::PinLink {
+        iface: iface.to_owned(),
+        path: pin.clone(),
+        source,
+    })?;
+    Ok(Attachment {
+        iface: iface.to_owned(),
+        mode,
+        fallback_reason,
+        link: Some(link),
+        pin,
+    })
+}
+
+/// Removes the map pins a run left in `dir`, and the directory when empty.
+pub fn remove_map_pins(dir: &Path) {
+    for name in MAP_NAMES {
+        let _ = fs::remove_file(dir.join(name));
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// Removes gatekeeper's pins from `dir`: the links of `iface` (every link
+/// when `None`) and, once no link is left, the maps. Returns the interfaces
+/// detached.
+///
+/// A link whose pin is removed is detached as soon as no process holds it;
+/// a still-running `gatekeeper run` holds its own, so stop that one with
+/// SIGTERM instead.
+///
+/// # Errors
+///
+/// Nothing is pinned in `dir`, or a pin cannot be removed.
+pub fn detach(dir: &Path, iface: Option<&str>) -> Result<Vec<String>, LiveError> {
+    let links = pinned_links(dir);
+    let has_maps = MAP_NAMES.iter().any(|name| dir.join(name).exists());
+    if links.is_empty() && !has_maps {
+        return Err(LiveError::NotLoaded(dir.to_owned()));
+    }
+    let mut detached = Vec::new();
+    for (name, _, pin) in &links {
+        if iface.is_some_and(|wanted| wanted != name) {
+            continue;
+        }
+        let link = PinnedLink::from_pin(pin).map_err(|source| LiveError::Link {
+            path: pin.clone(),
+            source,
+        })?;
+        link.unpin().map_err(|source| LiveError::Io {
+            what: "removing the link pin",
+            path: pin.clone(),
+            source,
+        })?;
+        detached.push(name.clone());
+    }
+    if pinned_links(dir).is_empty() {
+        remove_map_pins(dir);
+    }
+    Ok(detached)
+}
+
+/// The live state, read from the pins.
+pub struct LiveView {
+    dir: PathBuf,
+    active: Array<MapData, u32>,
+    config: Array<MapData, Config>,
+    ports: Array<MapData, u64>,
+    names: Array<MapData, ConnectorName>,
+    counters: PerCpuArray<MapData, Counters>,
+    connectors: PerCpuArray<MapData, ConnectorCounters>,
+    allow_v4: LpmTrie<MapData, Ipv4Key, u32>,
+    allow_v6: LpmTrie<MapData, Ipv6Key, u32>,
+}
+
+/// The live policy as `status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LivePolicy {
+    /// `enforce` or `monitor`.
+    pub mode: &'static str,
+    /// Its generation.
+    pub generation: u64,
+    /// Load time, nanoseconds since the Unix epoch.
+    pub loaded_at_ns: u64,
+    /// Gated ports.
+    pub ports: Vec<u16>,
+    /// Connector names by id.
+    pub connectors: Vec<String>,
+    /// IPv4 source prefixes.
+    pub sources_v4: u32,
+    /// IPv6 source prefixes.
+    pub sources_v6: u32,
+    /// Destination prefixes; 0 gates every local address.
+    pub destinations: u32,
+}
+
+impl LiveView {
+    /// Opens the pinned maps in `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`LiveError::NotLoaded`] when nothing is pinned there.
+    pub fn open(dir: &Path) -> Result<Self, LiveError> {
+        if !dir.join(ACTIVE_MAP).exists() {
+            return Err(LiveError::NotLoaded(dir.to_owned()));
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            active: pinned(dir, ACTIVE_MAP)?,
+            config: pinned(dir, CONFIG_MAP)?,
+            ports: pinned(dir, PORTS_MAP)?,
+            names: pinned(dir, NAMES_MAP)?,
+            counters: pinned(dir, COUNTERS_MAP)?,
+            connectors: pinned(dir, CONNECTORS_MAP)?,
+            allow_v4: pinned(dir, ALLOW_V4_MAP)?,
+            allow_v6: pinned(dir, ALLOW_V6_MAP)?,
+        })
+    }
+
+    fn read_error(&self, name: &str) -> impl Fn(MapError) -> LiveError + '_ {
+        let path = self.dir.join(name);
+        move |source| LiveError::Map {
+            path: path.clone(),
+            source,
+        }
+    }
+
+    fn slot(&self) -> Result<u32, LiveError> {
+        let slot = self
+            .active
+            .get(&0, 0)
+            .map_err(self.read_error(ACTIVE_MAP))?;
+        Ok(slot % SLOTS)
+    }
+
+    /// The interfaces and modes the program is attached with.
+    pub fn interfaces(&self) -> Vec<(String, String)> {
+        pinned_links(&self.dir)
+            .into_iter()
+            .map(|(iface, mode, _)| (iface, mode))
+            .collect()
+    }
+
+    /// The live policy, or `None` before one is installed.
+    ///
+    /// # Errors
+    ///
+    /// A map read failed.
+    pub fn policy(&self) -> Result<Option<LivePolicy>, LiveError> {
+        let slot = self.slot()?;
+        let config = self
+            .config
+            .get(&slot, 0)
+            .map_err(self.read_error(CONFIG_MAP))?;
+        let mode = match config.mode {
+            MODE_ENFORCE => "enforce",
+            MODE_MONITOR => "monitor",
+            _ => return Ok(None),
+        };
+        let mut ports = Vec::new();
+        for word in 0..PORT_WORDS {
+            let bits = self
+                .ports
+                .get(&(slot * PORT_WORDS + word), 0)
+                .map_err(self.read_error(PORTS_MAP))?;
+            for bit in 0..64 {
+                if bits & (1 << bit) != 0 {
+                    ports.push(u16::try_from(word * 64 + bit).unwrap_or(u16::MAX));
+                }
+            }
+        }
+        let mut connectors = Vec::new();
+        for id in 0..config.connectors.min(MAX_CONNECTORS as u32) {
+            let name = self
+                .names
+                .get(&name_index(slot, id), 0)
+                .map_err(self.read_error(NAMES_MAP))?;
+            let len = name
+                .bytes
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(name.bytes.len());
+            connectors.push(String::from_utf8_lossy(&name.bytes[..len]).into_owned());
+        }
+        Ok(Some(LivePolicy {
+            mode,
+            generation: config.generation,
+            loaded_at_ns: config.loaded_at_ns,
+            ports,
+            connectors,
+            sources_v4: config.sources_v4,
+            sources_v6: config.sources_v6,
+            destinations: config.destinations,
+        }))
+    }
+
+    /// The frame counters, summed over CPUs.
+    ///
+    /// # Errors
+    ///
+    /// A map read failed.
+    pub fn counters(&self) -> Result<CounterTotals, LiveError> {
+        let per_cpu = self
+            .counters
+            .get(&0, 0)
+            .map_err(self.read_error(COUNTERS_MAP))?;
+        let mut totals = CounterTotals::default();
+        for cpu in per_cpu.iter() {
+            for (total, value) in totals.values.iter_mut().zip(cpu.values) {
+                *total += value;
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Allowed SYNs per connector id, summed over CPUs.
+    ///
+    /// # Errors
+    ///
+    /// A map read failed.
+    pub fn connector_counts(&self) -> Result<Vec<u64>, LiveError> {
+        let per_cpu = self
+            .connectors
+            .get(&0, 0)
+            .map_err(self.read_error(CONNECTORS_MAP))?;
+        let mut totals = vec![0; MAX_CONNECTORS];
+        for cpu in per_cpu.iter() {
+            for (total, value) in totals.iter_mut().zip(cpu.allowed) {
+                *total += value;
+            }
+        }
+        Ok(totals)
+    }
+
+    /// The connector of the live policy that admits `addr`, if any.
+    ///
+    /// # Errors
+    ///
+    /// A map read failed.
+    pub fn connector_for(&self, addr: IpAddr) -> Result<Option<String>, LiveError> {
+        let slot = self.slot()?;
+        let id = match addr {
+            IpAddr::V4(addr) => lookup(
+                &self.allow_v4,
+                &Key::new(
+                    SLOT_PREFIX_BITS + 32,
+                    Ipv4Key {
+                        slot,
+                        addr: addr.octets(),
+                    },
+                ),
+            ),
+            IpAddr::V6(addr) => lookup(
+                &self.allow_v6,
+                &Key::new(
+                    SLOT_PREFIX_BITS + 128,
+                    Ipv6Key {
+                        slot,
+                        addr: addr.octets(),
+                    },
+                ),
+            ),
+        }
+        .map_err(self.read_error(if addr.is_ipv4() {
+            ALLOW_V4_MAP
+        } else {
+            ALLOW_V6_MAP
+        }))?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let names = self
+            .policy()?
+            .map(|policy| policy.connectors)
+            .unwrap_or_default();
+        Ok(names.get(id as usize).cloned())
+    }
+}
+
+fn lookup<K: aya::Pod>(
+    trie: &LpmTrie<MapData, K, u32>,
+    key: &Key<K>,
+) -> Result<Option<u32>, MapError> {
+    match trie.get(key, 0) {
+        Ok(id) => Ok(Some(id)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+fn pinned<T>(dir: &Path, name: &str) -> Result<T, LiveError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let path = dir.join(name);
+    let error = |source| LiveError::Map {
+        path: path.clone(),
+        source,
+    };
+    let data = MapData::from_pin(&path).map_err(error)?;
+    let map = Map::from_map_data(data).map_err(error)?;
+    T::try_from(map).map_err(error)
+}
+
+/// The counters as status reports them: one row per verdict, per family.
+pub fn verdict_rows(totals: &CounterTotals) -> [(&'static str, u64, u64); 3] {
+    [
+        (
+            "allow",
+            totals.get(counter::ALLOW_V4),
+            totals.get(counter::ALLOW_V6),
+        ),
+        (
+            "deny",
+            totals.get(counter::DENY_V4),
+            totals.get(counter::DENY_V6),
+        ),
+        (
+            "would-deny",
+            totals.get(counter::WOULD_DENY_V4),
+            totals.get(counter::WOULD_DENY_V6),
+        ),
+    ]
+}

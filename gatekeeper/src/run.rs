@@ -1,0 +1,216 @@
+//! `gatekeeper run`: attach to live interfaces, reload the policy when it
+//! changes, and clean up on the way out.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use crate::{
+    datapath::{Datapath, DatapathError},
+    live::{self, Attachment, LiveError, XdpChoice},
+    policy::{LoadOptions, Policy, PolicyError},
+};
+
+/// What `gatekeeper run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Interfaces to attach to.
+    pub ifaces: Vec<String>,
+    /// The policy file.
+    pub policy: PathBuf,
+    /// How to attach.
+    pub xdp: XdpChoice,
+    /// Where to pin maps and links.
+    pub pin_dir: PathBuf,
+    /// Accept an enforce policy without sources.
+    pub load: LoadOptions,
+}
+
+/// Why `gatekeeper run` could not start or keep going.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The policy file is invalid at start-up.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Loading the program or installing the policy failed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// Pins or attachments failed.
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    /// Signal handlers or the file watcher could not be set up.
+    #[error("setting up {what}")]
+    Setup {
+        /// What.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Removes the map pins when the run ends, however it ends.
+struct MapPins(PathBuf);
+
+impl Drop for MapPins {
+    fn drop(&mut self) {
+        live::remove_map_pins(&self.0);
+    }
+}
+
+/// Runs until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// Start-up failures: an invalid policy, pins in the way, an interface that
+/// cannot take the program. Reload failures are logged, never returned.
+pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    let policy = Policy::load(&config.policy, config.load)?;
+    live::prepare_pin_dir(&config.pin_dir)?;
+    live::refuse_if_taken(&config.pin_dir, &config.ifaces)?;
+
+    let mut datapath = Datapath::load_pinned(&config.pin_dir)?;
+    let _map_pins = MapPins(config.pin_dir.clone());
+    let generation = datapath.install(&policy)?;
+    log_policy(&policy, generation, "policy loaded");
+
+    let mut attachments: Vec<Attachment> = Vec::new();
+    for iface in &config.ifaces {
+        let attachment = live::attach(&mut datapath, iface, config.xdp, &config.pin_dir)?;
+        if let Some(reason) = &attachment.fallback_reason {
+            tracing::warn!(
+                iface = %attachment.iface,
+                reason = %reason,
+                "native XDP unavailable, attached in skb mode (after the kernel allocates \
+                 a socket buffer)"
+            );
+        }
+        tracing::info!(iface = %attachment.iface, xdp_mode = attachment.mode, "attached");
+        attachments.push(attachment);
+    }
+
+    let (changes, mut changed) = mpsc::unbounded_channel();
+    let _watcher = watch(&config.policy, changes)?;
+    let setup = |what, source: std::io::Error| RunError::Setup {
+        what,
+        source: Box::new(source),
+    };
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| setup("the SIGHUP handler", e))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| setup("the SIGINT handler", e))?;
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| setup("the SIGTERM handler", e))?;
+    tracing::info!(pin_dir = %config.pin_dir.display(), "gatekeeper running");
+
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(&mut datapath, &config, "SIGHUP"),
+            Some(()) = changed.recv() => {
+                // Editors write in several steps; let them finish.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while changed.try_recv().is_ok() {}
+                if config.policy.exists() {
+                    reload(&mut datapath, &config, "file changed");
+                } else {
+                    tracing::warn!(
+                        policy = %config.policy.display(),
+                        generation = datapath.generation(),
+                        "policy file deleted; keeping the running policy"
+                    );
+                }
+            }
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+
+    for attachment in attachments {
+        let iface = attachment.iface.clone();
+        attachment.detach();
+        tracing::info!(iface = %iface, "detached");
+    }
+    tracing::info!("gatekeeper stopped");
+    Ok(())
+}
+
+fn reload(datapath: &mut Datapath, config: &RunConfig, trigger: &str) {
+    let running = datapath.generation();
+    let policy = match Policy::load(&config.policy, config.load) {
+        Ok(policy) => policy,
+        Err(error) => {
+            tracing::error!(
+                trigger,
+                generation = running,
+                error = %error,
+                "policy rejected; the running policy stays"
+            );
+            return;
+        }
+    };
+    match datapath.install(&policy) {
+        Ok(generation) => log_policy(&policy, generation, "policy reloaded"),
+        Err(error) => tracing::error!(
+            trigger,
+            generation = running,
+            error = %crate::error_chain(&error),
+            "policy could not be installed; the running policy stays"
+        ),
+    }
+}
+
+fn log_policy(policy: &Policy, generation: u64, message: &str) {
+    let (v4, v6) = policy.source_counts();
+    tracing::info!(
+        generation,
+        mode = %policy.mode,
+        connectors = policy.connectors.len(),
+        ipv4_prefixes = v4,
+        ipv6_prefixes = v6,
+        "{message}"
+    );
+}
+
+/// Watches the policy file's directory (so that a file replaced by rename,
+/// as editors save, is still seen) and sends a unit for each event that
+/// touches the file.
+fn watch(
+    policy: &Path,
+    changes: mpsc::UnboundedSender<()>,
+) -> Result<notify::RecommendedWatcher, RunError> {
+    let setup = |source: notify::Error| RunError::Setup {
+        what: "the policy file watcher",
+        source: Box::new(source),
+    };
+    let file_name = policy.file_name().map(ToOwned::to_owned);
+    let dir = match policy.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else {
+            return;
+        };
+        if event.kind.is_access() {
+            return;
+        }
+        if event
+            .paths
+            .iter()
+            .any(|path| path.file_name() == file_name.as_deref())
+        {
+            let _ = changes.send(());
+        }
+    })
+    .map_err(setup)?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(setup)?;
+    Ok(watcher)
+}
