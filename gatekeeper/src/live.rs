@@ -202,7 +202,6 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<(), LiveError> {
 
 /// Whether `path` (or its nearest existing ancestor) lies on a bpffs.
 fn on_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let mut probe = Some(path);
     while let Some(candidate) = probe {
         if candidate.exists() {
@@ -214,8 +213,7 @@ fn on_bpffs(path: &Path) -> bool {
             let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
             // SAFETY: a valid NUL-terminated path and a valid out pointer.
             let ret = unsafe { libc::statfs(c_path.as_ptr(), &mut stats) };
-            // f_type's integer type differs between platforms.
-            return ret == 0 && i64::from(stats.f_type) == BPF_FS_MAGIC;
+            return ret == 0 && stats.f_type == libc::BPF_FS_MAGIC;
         }
         probe = candidate.parent();
     }
