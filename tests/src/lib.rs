@@ -1,4 +1,5 @@
 pub mod frames;
+pub mod live;
 pub mod netns;
 pub mod pcap;
 pub mod sample;

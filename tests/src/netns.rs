@@ -42,6 +42,15 @@ impl Namespace {
         ip(&["netns", "add", &name]);
         let namespace = Self { name };
         namespace.ip(&["link", "set", "lo", "up"]);
+        // No duplicate address detection on the links made later, link-local
+        // addresses included: until it finishes, neighbour discovery for a
+        // new link can stall the first IPv6 connections.
+        namespace.run(|| {
+            for scope in ["all", "default"] {
+                let path = format!("/proc/sys/net/ipv6/conf/{scope}/accept_dad");
+                std::fs::write(&path, "0").unwrap_or_else(|e| panic!("writing {path}: {e}"));
+            }
+        });
         namespace
     }
 
@@ -56,6 +65,17 @@ impl Namespace {
         let mut full = vec!["-n", &self.name];
         full.extend_from_slice(args);
         ip(&full);
+    }
+
+    /// The MAC address of `link` in this namespace.
+    pub fn mac(&self, link: &str) -> String {
+        let path = format!("/sys/class/net/{link}/address");
+        let output = self
+            .command("cat")
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|error| panic!("reading {path}: {error}"));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     /// A command that runs inside the namespace.
@@ -144,12 +164,37 @@ impl Link {
             }
             namespace.ip(&["link", "set", link, "up"]);
         }
-        Self {
+        let link = Self {
             outside,
             gateway,
             outside_if,
             gateway_if,
+        };
+        // Permanent neighbour entries: right after a veth pair comes up, the
+        // first neighbour solicitations can go unanswered and a test's first
+        // IPv6 connection would wait a second for the retry.
+        let outside_mac = link.outside.mac(&link.outside_if);
+        let gateway_mac = link.gateway.mac(&link.gateway_if);
+        for (namespace, dev, peer_addrs, peer_mac) in [
+            (&link.outside, &link.outside_if, gateway_addrs, &gateway_mac),
+            (&link.gateway, &link.gateway_if, outside_addrs, &outside_mac),
+        ] {
+            for addr in peer_addrs {
+                let addr = addr.split('/').next().unwrap_or(addr);
+                namespace.ip(&[
+                    "neigh",
+                    "replace",
+                    addr,
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ]);
+            }
         }
+        link
     }
 }
 

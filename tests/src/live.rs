@@ -1,0 +1,306 @@
+//! A gateway in a network namespace for end-to-end tests: a veth pair to an
+//! "internet" namespace, an SMTP listener, and `gatekeeper run` attached to
+//! the gateway's end, each removed when the test ends, also on failure.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use crate::{netns::Link, support::gatekeeper_bin};
+
+/// The banner the listener greets every client with.
+pub const BANNER: &str = "220 gateway.example ESMTP\r\n";
+
+/// Addresses of the internet side: one inside the test policies' connector,
+/// one outside it, for each family.
+pub const OUTSIDE_ADDRS: [&str; 4] = [
+    "198.51.100.7/24",
+    "203.0.113.9/24",
+    "2001:db8:100::7/64",
+    "2001:db8:bad::9/64",
+];
+
+/// The gateway's addresses on the same subnets.
+pub const GATEWAY_ADDRS: [&str; 4] = [
+    "198.51.100.1/24",
+    "203.0.113.1/24",
+    "2001:db8:100::1/64",
+    "2001:db8:bad::1/64",
+];
+
+/// How long a client waits for a handshake. Shorter than TCP's initial
+/// retransmission timeout (1 s), so each refused attempt sends exactly one
+/// SYN and the counters can be checked exactly.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// An SMTP listener on port 25 of every gateway address, answering each
+/// connection with [`BANNER`]; stopped on drop.
+pub struct SmtpListener {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SmtpListener {
+    /// Starts listening inside `link`'s gateway namespace.
+    pub fn start(link: &Link) -> Self {
+        let listener = link.gateway.run(|| {
+            let listener = TcpListener::bind("[::]:25").expect("binding port 25");
+            listener
+                .set_nonblocking(true)
+                .expect("a non-blocking listener");
+            listener
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.write_all(BANNER.as_bytes());
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SmtpListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Connects from the internet side to `server` and reads the banner;
+/// `Err` with the reason when no connection is made.
+pub fn smtp_connect(link: &Link, server: &str) -> Result<String, String> {
+    let server: SocketAddr = server.parse().expect("a socket address");
+    link.outside.run(move || {
+        let mut stream =
+            TcpStream::connect_timeout(&server, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        let mut banner = String::new();
+        stream
+            .read_to_string(&mut banner)
+            .map_err(|e| e.to_string())?;
+        Ok(banner)
+    })
+}
+
+/// A pin directory of its own for one test, on the host's bpffs.
+pub fn pin_dir() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    PathBuf::from(format!("/sys/fs/bpf/gk-test-{}-{n}", std::process::id()))
+}
+
+/// `gatekeeper run` attached to the gateway's veth end. On drop it is
+/// stopped with SIGTERM, and whatever it left pinned is detached.
+pub struct Daemon {
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+    pin_dir: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `gatekeeper run` in the gateway namespace (entering only the
+    /// network namespace, so it pins on the host's bpffs) and waits until it
+    /// says it is running.
+    pub fn start(link: &Link, policy: &Path, pin_dir: &Path, extra: &[&str]) -> Self {
+        let child = spawn_run(link, policy, pin_dir, extra);
+        let mut daemon = Self::watch(child, pin_dir);
+        daemon.wait_for_log("gatekeeper running", Duration::from_secs(20));
+        daemon
+    }
+
+    /// Runs `gatekeeper run` and returns how it ended; for starts that must
+    /// fail.
+    pub fn start_expecting_failure(
+        link: &Link,
+        policy: &Path,
+        pin_dir: &Path,
+        extra: &[&str],
+    ) -> Output {
+        let child = spawn_run(link, policy, pin_dir, extra);
+        child
+            .wait_with_output()
+            .expect("waiting for gatekeeper run")
+    }
+
+    fn watch(mut child: Child, pin_dir: &Path) -> Self {
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().expect("log lock").push(line);
+            }
+        });
+        Self {
+            child: Some(child),
+            log,
+            pin_dir: pin_dir.to_owned(),
+        }
+    }
+
+    /// Waits until `count` log lines contain `needle`; panics with the log
+    /// after `timeout`.
+    pub fn wait_for_logs(&mut self, needle: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .filter(|line| line.contains(needle))
+                .count();
+            if seen >= count {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "gatekeeper run exited ({status}) before logging {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gatekeeper run did not log {needle:?} {count} times within {timeout:?}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the first log line containing `needle`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for_logs(needle, 1, timeout);
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> libc::pid_t {
+        let child = self.child.as_ref().expect("the daemon is running");
+        libc::pid_t::try_from(child.id()).expect("pids fit pid_t")
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: signalling our own child, which has not been reaped.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Kills the daemon with SIGKILL, leaving its pins behind as a crash
+    /// would (they are still removed when the guard drops).
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("the daemon is running");
+        child.wait().expect("waiting for gatekeeper run")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: as in `signal`.
+            unsafe {
+                libc::kill(
+                    libc::pid_t::try_from(child.id()).unwrap_or(0),
+                    libc::SIGTERM,
+                )
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        cleanup_pins(&self.pin_dir);
+    }
+}
+
+/// Detaches and removes whatever is pinned in `dir`.
+pub fn cleanup_pins(dir: &Path) {
+    if dir.exists() {
+        let _ = Command::new(gatekeeper_bin())
+            .arg("detach")
+            .arg("--pin-dir")
+            .arg(dir)
+            .output();
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+fn spawn_run(link: &Link, policy: &Path, pin_dir: &Path, extra: &[&str]) -> Child {
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", link.gateway.name()))
+        .arg(gatekeeper_bin())
+        .args(["run", "--iface", &link.gateway_if, "--policy"])
+        .arg(policy)
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting gatekeeper run")
+}
+
+/// Runs a `gatekeeper` command (status, check, detach...) from the host.
+pub fn gatekeeper(args: &[&str]) -> Output {
+    Command::new(gatekeeper_bin())
+        .args(args)
+        .output()
+        .expect("running gatekeeper")
+}
+
+/// `gatekeeper status --json` for `pin_dir`.
+pub fn status_json(pin_dir: &Path) -> serde_json::Value {
+    let dir = pin_dir.to_str().expect("a UTF-8 pin dir");
+    let output = gatekeeper(&["status", "--json", "--pin-dir", dir]);
+    assert!(
+        output.status.success(),
+        "gatekeeper status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("status prints JSON")
+}
