@@ -151,17 +151,7 @@ impl Link {
             "netns",
             gateway.name(),
         ]);
-        for (namespace, link, addrs) in [
-            (&outside, &outside_if, outside_addrs),
-            (&gateway, &gateway_if, gateway_addrs),
-        ] {
-            for addr in addrs {
-                if addr.contains(':') {
-                    namespace.ip(&["-6", "addr", "add", addr, "dev", link, "nodad"]);
-                } else {
-                    namespace.ip(&["addr", "add", addr, "dev", link]);
-                }
-            }
+        for (namespace, link) in [(&outside, &outside_if), (&gateway, &gateway_if)] {
             namespace.ip(&["link", "set", link, "up"]);
         }
         let link = Self {
@@ -170,14 +160,81 @@ impl Link {
             outside_if,
             gateway_if,
         };
-        // Permanent neighbour entries: right after a veth pair comes up, the
-        // first neighbour solicitations can go unanswered and a test's first
-        // IPv6 connection would wait a second for the retry.
-        let outside_mac = link.outside.mac(&link.outside_if);
-        let gateway_mac = link.gateway.mac(&link.gateway_if);
+        link.configure(
+            &link.outside_if,
+            &link.gateway_if,
+            outside_addrs,
+            gateway_addrs,
+        );
+        link
+    }
+
+    /// Like [`Link::new`], with the addresses on a VLAN device (tag `vid`)
+    /// on each veth end instead of on the veth ends themselves, so every
+    /// frame between them carries an 802.1Q tag. `None` when the kernel has
+    /// no VLAN support (`CONFIG_VLAN_8021Q`).
+    pub fn with_vlan(vid: u16, outside_addrs: &[&str], gateway_addrs: &[&str]) -> Option<Self> {
+        let link = Self::new(&[], &[]);
+        let probe = Command::new("ip")
+            .args([
+                "-n",
+                link.outside.name(),
+                "link",
+                "add",
+                "link",
+                &link.outside_if,
+            ])
+            .args(["name", "gk-vlan-probe", "type", "vlan", "id", "1"])
+            .output()
+            .expect("running ip");
+        if !probe.status.success() {
+            return None;
+        }
+        link.outside.ip(&["link", "del", "gk-vlan-probe"]);
+        let vid = vid.to_string();
+        let outside_vlan = format!("{}-v", link.outside_if);
+        let gateway_vlan = format!("{}-v", link.gateway_if);
+        for (namespace, parent, vlan) in [
+            (&link.outside, &link.outside_if, &outside_vlan),
+            (&link.gateway, &link.gateway_if, &gateway_vlan),
+        ] {
+            namespace.ip(&[
+                "link", "add", "link", parent, "name", vlan, "type", "vlan", "id", &vid,
+            ]);
+            namespace.ip(&["link", "set", vlan, "up"]);
+        }
+        link.configure(&outside_vlan, &gateway_vlan, outside_addrs, gateway_addrs);
+        Some(link)
+    }
+
+    /// Puts the addresses on `outside_dev` and `gateway_dev`, with permanent
+    /// neighbour entries for each other: right after a veth pair comes up,
+    /// the first neighbour solicitations can go unanswered, and a test's
+    /// first IPv6 connection would wait a second for the retry.
+    fn configure(
+        &self,
+        outside_dev: &str,
+        gateway_dev: &str,
+        outside_addrs: &[&str],
+        gateway_addrs: &[&str],
+    ) {
+        for (namespace, dev, addrs) in [
+            (&self.outside, outside_dev, outside_addrs),
+            (&self.gateway, gateway_dev, gateway_addrs),
+        ] {
+            for addr in addrs {
+                if addr.contains(':') {
+                    namespace.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+                } else {
+                    namespace.ip(&["addr", "add", addr, "dev", dev]);
+                }
+            }
+        }
+        let outside_mac = self.outside.mac(outside_dev);
+        let gateway_mac = self.gateway.mac(gateway_dev);
         for (namespace, dev, peer_addrs, peer_mac) in [
-            (&link.outside, &link.outside_if, gateway_addrs, &gateway_mac),
-            (&link.gateway, &link.gateway_if, outside_addrs, &outside_mac),
+            (&self.outside, outside_dev, gateway_addrs, &gateway_mac),
+            (&self.gateway, gateway_dev, outside_addrs, &outside_mac),
         ] {
             for addr in peer_addrs {
                 let addr = addr.split('/').next().unwrap_or(addr);
@@ -194,7 +251,6 @@ impl Link {
                 ]);
             }
         }
-        link
     }
 }
 

@@ -306,3 +306,51 @@ fn a_second_run_refuses_and_detach_removes_an_orphan() {
     assert_eq!(status.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&status.stderr).contains("no gatekeeper is loaded"));
 }
+
+#[test]
+fn a_vlan_tagged_path_is_judged_the_same() {
+    require_root();
+    let Some(link) = Link::with_vlan(100, &OUTSIDE_ADDRS, &GATEWAY_ADDRS) else {
+        // The BPF_PROG_RUN tests in datapath.rs cover tagged frames either way.
+        println!("skipped: this kernel cannot create VLAN devices (CONFIG_VLAN_8021Q is off)");
+        return;
+    };
+    let _listener = SmtpListener::start(&link);
+    let policy = PolicyFile::new(ENFORCE);
+    let pins = pin_dir();
+    // Attached to the veth itself: the frames it sees carry the tag.
+    let _daemon = Daemon::start(&link, policy.path(), &pins, &[]);
+
+    assert_admitted(&link, ALLOWED_V4);
+    assert_admitted(&link, ALLOWED_V6);
+    assert_refused(&link, STRANGER_V4);
+    assert_refused(&link, STRANGER_V6);
+
+    let status = status_json(&pins);
+    assert_eq!(verdict(&status, "allow", "ipv4"), 1);
+    assert_eq!(verdict(&status, "allow", "ipv6"), 1);
+    assert_eq!(verdict(&status, "deny", "ipv4"), 1);
+    assert_eq!(verdict(&status, "deny", "ipv6"), 1);
+}
+
+#[test]
+fn syns_to_addresses_outside_destinations_are_not_gated() {
+    let (link, _listener) = gateway();
+    let policy = PolicyFile::new(&ENFORCE.replace(
+        "ports = [25]",
+        "ports = [25]\ndestinations = [\"198.51.100.1\", \"2001:db8:100::1\"]",
+    ));
+    let pins = pin_dir();
+    let _daemon = Daemon::start(&link, policy.path(), &pins, &[]);
+
+    // 203.0.113.1 and 2001:db8:bad::1 are the gateway's too, but not listed.
+    assert_admitted(&link, STRANGER_V4);
+    assert_admitted(&link, STRANGER_V6);
+    assert_admitted(&link, ALLOWED_V4);
+
+    let status = status_json(&pins);
+    assert_eq!(status["policy"]["destinations"], 2);
+    assert_eq!(verdict(&status, "allow", "ipv4"), 1);
+    assert_eq!(verdict(&status, "deny", "ipv4"), 0);
+    assert_eq!(verdict(&status, "deny", "ipv6"), 0);
+}
