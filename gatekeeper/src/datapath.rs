@@ -191,6 +191,17 @@ pub struct CounterTotals {
 }
 
 impl CounterTotals {
+    /// Sums one CPU's counters after another.
+    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a Counters>) -> Self {
+        let mut totals = Self::default();
+        for cpu in per_cpu {
+            for (total, value) in totals.values.iter_mut().zip(cpu.values) {
+                *total += value;
+            }
+        }
+        totals
+    }
+
     /// The counter at `index` (a [`gatekeeper_common::counter`] constant).
     pub fn get(&self, index: usize) -> u64 {
         self.values[index]
@@ -569,13 +580,7 @@ impl Datapath {
                 map: COUNTERS_MAP,
                 source,
             })?;
-        let mut totals = CounterTotals::default();
-        for cpu in per_cpu.iter() {
-            for (total, value) in totals.values.iter_mut().zip(cpu.values) {
-                *total += value;
-            }
-        }
-        Ok(totals)
+        Ok(CounterTotals::sum(per_cpu.iter()))
     }
 
     /// Allowed SYNs per connector id, summed over every CPU.
@@ -592,13 +597,7 @@ impl Datapath {
                 map: CONNECTORS_MAP,
                 source,
             })?;
-        let mut totals = vec![0; MAX_CONNECTORS];
-        for cpu in per_cpu.iter() {
-            for (total, value) in totals.iter_mut().zip(cpu.allowed) {
-                *total += value;
-            }
-        }
-        Ok(totals)
+        Ok(connector_totals(per_cpu.iter()))
     }
 
     /// Runs one frame through the program with `BPF_PROG_RUN` and reads the
@@ -724,6 +723,17 @@ fn key_for(slot: u32, net: &IpNet) -> SlotKey {
             },
         )),
     }
+}
+
+/// Allowed SYNs per connector id, summed over CPUs.
+pub fn connector_totals<'a>(per_cpu: impl IntoIterator<Item = &'a ConnectorCounters>) -> Vec<u64> {
+    let mut totals = vec![0; MAX_CONNECTORS];
+    for cpu in per_cpu {
+        for (total, value) in totals.iter_mut().zip(cpu.allowed) {
+            *total += value;
+        }
+    }
+    totals
 }
 
 /// Index of a connector's name in [`NAMES_MAP`].

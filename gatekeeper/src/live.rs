@@ -27,7 +27,7 @@ use gatekeeper_common::{
     MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP, SLOT_PREFIX_BITS, SLOTS, counter,
 };
 
-use crate::datapath::{CounterTotals, Datapath, name_index};
+use crate::datapath::{CounterTotals, Datapath, connector_totals, name_index};
 
 /// Where `gatekeeper run` pins its maps and links unless told otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/gatekeeper";
@@ -532,13 +532,7 @@ impl LiveView {
             .counters
             .get(&0, 0)
             .map_err(self.read_error(COUNTERS_MAP))?;
-        let mut totals = CounterTotals::default();
-        for cpu in per_cpu.iter() {
-            for (total, value) in totals.values.iter_mut().zip(cpu.values) {
-                *total += value;
-            }
-        }
-        Ok(totals)
+        Ok(CounterTotals::sum(per_cpu.iter()))
     }
 
     /// Allowed SYNs per connector id, summed over CPUs.
@@ -551,13 +545,7 @@ impl LiveView {
             .connectors
             .get(&0, 0)
             .map_err(self.read_error(CONNECTORS_MAP))?;
-        let mut totals = vec![0; MAX_CONNECTORS];
-        for cpu in per_cpu.iter() {
-            for (total, value) in totals.iter_mut().zip(cpu.allowed) {
-                *total += value;
-            }
-        }
-        Ok(totals)
+        Ok(connector_totals(per_cpu.iter()))
     }
 
     /// The connector of the live policy that admits `addr`, if any.
