@@ -38,25 +38,30 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Install what is missing (as `setup` does), build gatekeeper and replay
-    /// the sample capture through the real XDP program.
+    /// Install what is missing (as `setup` does), build gatekeeper and show
+    /// it enforcing the example policy on a live link.
     ///
-    /// Checks examples/policy.toml, then runs examples/sample.pcap (a few
-    /// moments of a mail gateway's traffic) through the XDP program with
-    /// BPF_PROG_RUN, first in the policy's monitor mode and then in enforce
-    /// mode, printing each frame's verdict. Touches no network interface.
-    /// Needs root to load the program.
+    /// Creates two network namespaces joined by a veth pair (the internet
+    /// side and the gateway), runs an SMTP listener on the gateway and
+    /// `gatekeeper run` on its veth with examples/policy.toml, connects from
+    /// an address inside the connector range and from one outside it in
+    /// monitor mode, switches the file to enforce mode (reloaded live), and
+    /// connects again, printing what happened and `gatekeeper status` each
+    /// time. Then replays examples/sample.pcap under the same policy.
+    /// Removes everything it created, also when interrupted. Needs root.
     Demo,
     /// Install what is missing (as `setup` does), then run every test.
     ///
     /// Stage 1 runs `cargo test` on the default workspace members (the
     /// controller, the shared types and xtask). Stage 2 runs the privileged
     /// tests in gatekeeper-tests one at a time: they load the XDP program and
-    /// need root and bpffs. Stops at the first stage that fails, naming it,
-    /// with a non-zero exit status.
+    /// need root and bpffs. Then the demo runs, as `cargo xtask demo` does;
+    /// it checks its own outcomes. Stops at the first stage that fails,
+    /// naming it, with a non-zero exit status.
     ///
     /// Arguments after `--` go to the test binaries of both stages, for
-    /// example a test name filter: `cargo xtask test -- allow`.
+    /// example a test name filter: `cargo xtask test -- allow`; the demo is
+    /// then skipped.
     Test {
         /// Arguments for the test binaries, such as a test name filter.
         #[arg(last = true, value_name = "TEST_ARGS")]
