@@ -102,8 +102,10 @@ pub struct Config {
     pub mode: u32,
     /// Bit set of `FLAG_*`.
     pub flags: u32,
-    /// Connectors in the policy.
-    pub connectors: u32,
+    /// One more than the highest connector id the slot uses. Ids are kept
+    /// across reloads, so some below it may be unused: their names are
+    /// empty.
+    pub connector_ids: u32,
     /// IPv4 source prefixes in the policy.
     pub sources_v4: u32,
     /// IPv6 source prefixes in the policy.

@@ -263,7 +263,8 @@ struct Maps {
 struct Installed {
     slot: u32,
     generation: u64,
-    connectors: Vec<String>,
+    /// Connector names by id.
+    connectors: BTreeMap<u32, String>,
     port_words: BTreeMap<u32, u64>,
     allow_v4: Vec<Key<Ipv4Key>>,
     allow_v6: Vec<Key<Ipv6Key>>,
@@ -280,6 +281,7 @@ pub struct Datapath {
     generation: u64,
     /// Allowed counts per connector when last read by [`Datapath::run_frame`].
     connector_baseline: Option<Vec<u64>>,
+    ledger: ConnectorLedger,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -348,6 +350,7 @@ impl Datapath {
             live: None,
             generation: 0,
             connector_baseline: None,
+            ledger: ConnectorLedger::default(),
         })
     }
 
@@ -367,9 +370,39 @@ impl Datapath {
         self.generation
     }
 
-    /// The live policy's connector names, indexed by connector id.
-    pub fn connectors(&self) -> &[String] {
-        self.live.as_ref().map_or(&[], |live| &live.connectors)
+    /// The live policy's connectors: id and name, by id.
+    pub fn connectors(&self) -> Vec<(u32, String)> {
+        self.live.as_ref().map_or_else(Vec::new, |live| {
+            live.connectors
+                .iter()
+                .map(|(&id, name)| (id, name.clone()))
+                .collect()
+        })
+    }
+
+    /// The id of the live connector named `name`.
+    pub fn connector_id(&self, name: &str) -> Option<u32> {
+        let live = self.live.as_ref()?;
+        live.connectors
+            .iter()
+            .find_map(|(&id, connector)| (connector == name).then_some(id))
+    }
+
+    /// Allowed SYNs per live connector name, counted since the connector
+    /// first appeared in a policy this datapath installed. A connector keeps
+    /// its id (and so its count) across reloads for as long as it stays in
+    /// the policy; one removed and added back continues from where it was.
+    ///
+    /// `counts` is [`Datapath::connector_counts`], or the same map read
+    /// through its pin.
+    pub fn allowed_by_connector(&self, counts: &[u64]) -> Vec<(String, u64)> {
+        self.ledger.allowed(counts)
+    }
+
+    /// The bookkeeping behind [`Datapath::allowed_by_connector`], for
+    /// another thread to compute the same from its own reading of the map.
+    pub fn ledger(&self) -> ConnectorLedger {
+        self.ledger.clone()
     }
 
     /// Makes `policy` the one every frame is judged by, as one atomic step,
@@ -394,6 +427,7 @@ impl Datapath {
         let slot = (live_slot + 1) % SLOTS;
         let generation = self.generation + 1;
         let mut next = Installed::new(slot, generation);
+        next.connectors = self.assign_ids(policy);
 
         if let Err(error) = self.write_slot(policy, &mut next) {
             self.clear_slot(&next);
@@ -409,11 +443,47 @@ impl Datapath {
             })?;
         self.barrier.wait().map_err(DatapathError::Wait)?;
 
+        // No program run can count for the old policy any more: settle
+        // what its connectors counted.
+        let counts = self.connector_counts()?;
+        self.ledger.rebase(&next.connectors, &counts);
         if let Some(old) = self.live.replace(next) {
             self.clear_slot(&old);
         }
         self.generation = generation;
         Ok(generation)
+    }
+
+    /// Connector ids for `policy`: a connector in the live policy keeps its
+    /// id; a new one takes the lowest id the live policy does not use, so
+    /// that no frame still judged by the live policy counts for it.
+    fn assign_ids(&self, policy: &Policy) -> BTreeMap<u32, String> {
+        let live: BTreeMap<&str, u32> = self.live.as_ref().map_or_else(BTreeMap::new, |live| {
+            live.connectors
+                .iter()
+                .map(|(&id, name)| (name.as_str(), id))
+                .collect()
+        });
+        let mut assigned = BTreeMap::new();
+        for connector in &policy.connectors {
+            if let Some(&id) = live.get(connector.name.as_str()) {
+                assigned.insert(id, connector.name.clone());
+            }
+        }
+        let mut free = (0..MAX_CONNECTORS as u32)
+            .filter(|id| !live.values().any(|used| used == id))
+            .chain(0..MAX_CONNECTORS as u32);
+        for connector in &policy.connectors {
+            if live.contains_key(connector.name.as_str()) {
+                continue;
+            }
+            let id = free
+                .by_ref()
+                .find(|id| !assigned.contains_key(id))
+                .expect("at most MAX_CONNECTORS connectors, checked by install");
+            assigned.insert(id, connector.name.clone());
+        }
+        assigned
     }
 
     fn active_slot(&self) -> Result<u32, DatapathError> {
@@ -444,11 +514,13 @@ impl Datapath {
                 })?;
         }
 
-        for (id, connector) in policy.connectors.iter().enumerate() {
-            let id = u32::try_from(id).map_err(|_| DatapathError::TooManyConnectors {
-                count: policy.connectors.len(),
-            })?;
-            next.connectors.push(connector.name.clone());
+        let ids: BTreeMap<&str, u32> = next
+            .connectors
+            .iter()
+            .map(|(&id, name)| (name.as_str(), id))
+            .collect();
+        for connector in &policy.connectors {
+            let id = ids[connector.name.as_str()];
             self.maps
                 .names
                 .set(name_index(slot, id), connector_name(&connector.name), 0)
@@ -512,7 +584,7 @@ impl Datapath {
         let config = Config {
             generation: next.generation,
             loaded_at_ns,
-            connectors: count(policy.connectors.len()),
+            connector_ids: next.connectors.keys().next_back().map_or(0, |&id| id + 1),
             sources_v4: count(sources_v4),
             sources_v6: count(sources_v6),
             destinations: count(policy.destinations.len()),
@@ -545,8 +617,7 @@ impl Datapath {
         for &word in installed.port_words.keys() {
             let _ = self.maps.ports.set(slot * PORT_WORDS + word, 0, 0);
         }
-        for id in 0..installed.connectors.len() {
-            let id = u32::try_from(id).unwrap_or(u32::MAX);
+        for &id in installed.connectors.keys() {
             let _ = self
                 .maps
                 .names
@@ -665,11 +736,14 @@ impl Datapath {
             .iter()
             .zip(&baseline)
             .position(|(now, then)| now != then);
-        grew.and_then(|id| self.connectors().get(id).cloned())
-            .ok_or(DatapathError::Inconsistent {
-                action: XDP_PASS,
-                verdict: "allow by a connector the live policy does not have",
-            })
+        grew.and_then(|id| {
+            let live = self.live.as_ref()?;
+            live.connectors.get(&u32::try_from(id).ok()?).cloned()
+        })
+        .ok_or(DatapathError::Inconsistent {
+            action: XDP_PASS,
+            verdict: "allow by a connector the live policy does not have",
+        })
     }
 }
 
@@ -690,7 +764,7 @@ impl Installed {
         Self {
             slot,
             generation,
-            connectors: Vec::new(),
+            connectors: BTreeMap::new(),
             port_words: BTreeMap::new(),
             allow_v4: Vec::new(),
             allow_v6: Vec::new(),
@@ -722,6 +796,49 @@ fn key_for(slot: u32, net: &IpNet) -> SlotKey {
                 addr: addr.octets(),
             },
         )),
+    }
+}
+
+/// Turns the per-id allowed counts of the map into per-name counts that
+/// never go backwards across reloads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectorLedger {
+    /// Live connectors: name to (id, the id's count when the name took it).
+    live: BTreeMap<String, (u32, u64)>,
+    /// What each name counted before its current id (or before it left).
+    carried: BTreeMap<String, u64>,
+}
+
+impl ConnectorLedger {
+    /// Makes `next` (id to name) the live connectors, with `counts` the
+    /// map's per-id counts once no run judges by the old policy.
+    fn rebase(&mut self, next: &BTreeMap<u32, String>, counts: &[u64]) {
+        let count = |id: u32| counts.get(id as usize).copied().unwrap_or(0);
+        for (name, (id, baseline)) in std::mem::take(&mut self.live) {
+            let still = next.get(&id).is_some_and(|next_name| *next_name == name);
+            if still {
+                self.live.insert(name, (id, baseline));
+            } else {
+                *self.carried.entry(name).or_default() += count(id).saturating_sub(baseline);
+            }
+        }
+        for (&id, name) in next {
+            self.live
+                .entry(name.clone())
+                .or_insert_with(|| (id, count(id)));
+        }
+    }
+
+    /// Per-name allowed counts for the live connectors, by name.
+    pub fn allowed(&self, counts: &[u64]) -> Vec<(String, u64)> {
+        self.live
+            .iter()
+            .map(|(name, &(id, baseline))| {
+                let now = counts.get(id as usize).copied().unwrap_or(0);
+                let carried = self.carried.get(name).copied().unwrap_or(0);
+                (name.clone(), carried + now.saturating_sub(baseline))
+            })
+            .collect()
     }
 }
 
@@ -795,6 +912,32 @@ mod tests {
         assert_eq!(delta.seen(), 2);
         assert_eq!(delta.denied(), 1);
         assert_eq!(delta.allowed(), 0);
+    }
+
+    #[test]
+    fn ledger_counts_never_go_backwards_across_reloads() {
+        let ids = |pairs: &[(u32, &str)]| -> BTreeMap<u32, String> {
+            pairs
+                .iter()
+                .map(|&(id, name)| (id, name.to_owned()))
+                .collect()
+        };
+        let mut ledger = ConnectorLedger::default();
+        // Id 0 already counted 5 for some earlier owner.
+        ledger.rebase(&ids(&[(0, "relay"), (1, "printers")]), &[5, 0]);
+        assert_eq!(
+            ledger.allowed(&[8, 2]),
+            [("printers".to_owned(), 2), ("relay".to_owned(), 3)]
+        );
+        // "relay" leaves with 3 + 1; "printers" stays.
+        ledger.rebase(&ids(&[(1, "printers")]), &[9, 2]);
+        assert_eq!(ledger.allowed(&[9, 4]), [("printers".to_owned(), 4)]);
+        // "relay" comes back on another id and goes on from 4.
+        ledger.rebase(&ids(&[(1, "printers"), (2, "relay")]), &[9, 4, 7]);
+        assert_eq!(
+            ledger.allowed(&[9, 4, 9]),
+            [("printers".to_owned(), 4), ("relay".to_owned(), 6)]
+        );
     }
 
     #[test]

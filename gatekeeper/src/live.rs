@@ -412,8 +412,8 @@ pub struct LivePolicy {
     pub loaded_at_ns: u64,
     /// Gated ports.
     pub ports: Vec<u16>,
-    /// Connector names by id.
-    pub connectors: Vec<String>,
+    /// Connector ids and names, by id.
+    pub connectors: Vec<(u32, String)>,
     /// IPv4 source prefixes.
     pub sources_v4: u32,
     /// IPv6 source prefixes.
@@ -498,7 +498,7 @@ impl LiveView {
             }
         }
         let mut connectors = Vec::new();
-        for id in 0..config.connectors.min(MAX_CONNECTORS as u32) {
+        for id in 0..config.connector_ids.min(MAX_CONNECTORS as u32) {
             let name = self
                 .names
                 .get(&name_index(slot, id), 0)
@@ -508,7 +508,10 @@ impl LiveView {
                 .iter()
                 .position(|&b| b == 0)
                 .unwrap_or(name.bytes.len());
-            connectors.push(String::from_utf8_lossy(&name.bytes[..len]).into_owned());
+            if len > 0 {
+                let name = String::from_utf8_lossy(&name.bytes[..len]).into_owned();
+                connectors.push((id, name));
+            }
         }
         Ok(Some(LivePolicy {
             mode,
@@ -589,7 +592,9 @@ impl LiveView {
             .policy()?
             .map(|policy| policy.connectors)
             .unwrap_or_default();
-        Ok(names.get(id as usize).cloned())
+        Ok(names
+            .into_iter()
+            .find_map(|(known, name)| (known == id).then_some(name)))
     }
 }
 

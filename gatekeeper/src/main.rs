@@ -436,8 +436,7 @@ fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             policy
                 .connectors
                 .iter()
-                .enumerate()
-                .map(|(id, name)| (name.clone(), per_connector[id]))
+                .map(|(id, name)| (name.clone(), per_connector[*id as usize]))
                 .collect()
         })
         .unwrap_or_default();

@@ -192,11 +192,9 @@ impl Harness {
         if let Verdict::Allow(name) = &expect.verdict {
             let id = self
                 .datapath
-                .connectors()
-                .iter()
-                .position(|connector| connector == name)
+                .connector_id(name)
                 .unwrap_or_else(|| panic!("{what}: no connector {name} in the policy"));
-            expected_connectors[id] = 1;
+            expected_connectors[id as usize] = 1;
         }
         let deltas: Vec<u64> = connectors_after
             .iter()

@@ -665,11 +665,71 @@ fn a_new_policy_replaces_the_old_one_whole() {
         &syn_v4(FILTER_V4, 25).build(),
         &Expect::allow(V4, "upstream-filter"),
     );
-    assert_eq!(gk.datapath().connectors(), ["upstream-filter", "printers"]);
+    // "newcomer" took id 2, the lowest the first policy did not use, and
+    // is gone again; the first policy's connectors are new once more and
+    // take the lowest free ids.
+    let connectors = gk.datapath().connectors();
+    assert_eq!(
+        connectors,
+        [
+            (0, "upstream-filter".to_owned()),
+            (1, "printers".to_owned())
+        ]
+    );
 }
 
 #[test]
 fn verdict_names_match_the_operators_words() {
     assert_eq!(Verdict::Allow("x".into()).name(), "allow");
     assert_eq!(Verdict::WouldDeny.name(), "would-deny");
+}
+
+#[test]
+fn connectors_keep_their_ids_and_counts_across_reloads() {
+    let mut gk = Harness::new(POLICY);
+    gk.check(
+        "relay",
+        &syn_v4(FILTER_V4, 25).build(),
+        &Expect::allow(V4, "upstream-filter"),
+    );
+    let filter_id = gk.datapath().connector_id("upstream-filter");
+
+    // Reordered, with "printers" gone and a newcomer first.
+    let reordered = gatekeeper_tests::support::policy(
+        r#"
+        mode = "enforce"
+        ports = [25]
+        [[connector]]
+        name = "newcomer"
+        sources = ["203.0.113.0/24"]
+        [[connector]]
+        name = "upstream-filter"
+        sources = ["198.51.100.0/24"]
+        "#,
+    );
+    gk.datapath()
+        .install(&reordered)
+        .expect("installing the reordered policy");
+    assert_eq!(gk.datapath().connector_id("upstream-filter"), filter_id);
+    // The newcomer does not take the id "printers" had in the live policy.
+    assert_eq!(gk.datapath().connector_id("newcomer"), Some(2));
+    gk.check(
+        "relay again",
+        &syn_v4(FILTER_V4, 25).build(),
+        &Expect::allow(V4, "upstream-filter"),
+    );
+    gk.check(
+        "newcomer",
+        &syn_v4(STRANGER_V4, 25).build(),
+        &Expect::allow(V4, "newcomer"),
+    );
+
+    let counts = gk.datapath().connector_counts().expect("reading counters");
+    assert_eq!(
+        gk.datapath().allowed_by_connector(&counts),
+        [
+            ("newcomer".to_owned(), 1),
+            ("upstream-filter".to_owned(), 2)
+        ]
+    );
 }
