@@ -4,6 +4,7 @@
 pub mod datapath;
 pub mod describe;
 pub mod live;
+pub mod metrics;
 pub mod policy;
 pub mod replay;
 pub mod run;

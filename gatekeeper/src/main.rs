@@ -103,8 +103,25 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Where to serve Prometheus metrics (/metrics) and /healthz, as
+    /// ADDRESS:PORT; `off` serves nothing.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9925", value_parser = parse_metrics)]
+    metrics: MetricsAddr,
     #[command(flatten)]
     load: LoadArgs,
+}
+
+/// `--metrics`: an address, or `off`.
+#[derive(Clone, Debug)]
+struct MetricsAddr(Option<std::net::SocketAddr>);
+
+fn parse_metrics(text: &str) -> Result<MetricsAddr, String> {
+    if text == "off" {
+        return Ok(MetricsAddr(None));
+    }
+    text.parse()
+        .map(|addr| MetricsAddr(Some(addr)))
+        .map_err(|_| format!("{text:?} is neither ADDRESS:PORT (such as 127.0.0.1:9925) nor off"))
 }
 
 #[derive(Debug, Args)]
@@ -410,6 +427,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         load: LoadOptions {
             allow_empty: args.load.allow_empty,
         },
+        metrics: args.metrics.0,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

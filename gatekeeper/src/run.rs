@@ -2,8 +2,10 @@
 //! changes, and clean up on the way out.
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
-    time::Duration,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use notify::{RecursiveMode, Watcher as _};
@@ -15,6 +17,7 @@ use tokio::{
 use crate::{
     datapath::{Datapath, DatapathError},
     live::{self, Attachment, LiveError, XdpChoice},
+    metrics::{self, ControllerState, SharedState},
     policy::{LoadOptions, Policy, PolicyError},
 };
 
@@ -31,6 +34,8 @@ pub struct RunConfig {
     pub pin_dir: PathBuf,
     /// Accept an enforce policy without sources.
     pub load: LoadOptions,
+    /// Where to serve `/metrics` and `/healthz`; `None` serves nothing.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why `gatekeeper run` could not start or keep going.
@@ -80,6 +85,8 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let _map_pins = MapPins(config.pin_dir.clone());
     let generation = datapath.install(&policy)?;
     log_policy(&policy, generation, "policy loaded");
+    let state: SharedState = Arc::new(Mutex::new(ControllerState::default()));
+    record_install(&state, &datapath, &policy);
 
     let mut attachments: Vec<Attachment> = Vec::new();
     for iface in &config.ifaces {
@@ -93,7 +100,27 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             );
         }
         tracing::info!(iface = %attachment.iface, xdp_mode = attachment.mode, "attached");
+        if let Ok(mut state) = state.lock() {
+            state
+                .attached
+                .push((attachment.iface.clone(), attachment.mode));
+        }
         attachments.push(attachment);
+    }
+
+    if let Some(addr) = config.metrics {
+        let server = metrics::bind(addr, config.pin_dir.clone(), Arc::clone(&state))
+            .await
+            .map_err(|source| RunError::Setup {
+                what: "the metrics endpoint",
+                source: Box::new(source),
+            })?;
+        tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(error = %error, "the metrics endpoint stopped");
+            }
+        });
+        tracing::info!(%addr, "serving /metrics and /healthz");
     }
 
     let (changes, mut changed) = mpsc::unbounded_channel();
@@ -111,13 +138,13 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&mut datapath, &config, "SIGHUP"),
+            _ = hangup.recv() => reload(&mut datapath, &config, &state, "SIGHUP"),
             Some(()) = changed.recv() => {
                 // Editors write in several steps; let them finish.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 while changed.try_recv().is_ok() {}
                 if config.policy.exists() {
-                    reload(&mut datapath, &config, "file changed");
+                    reload(&mut datapath, &config, &state, "file changed");
                 } else {
                     tracing::warn!(
                         policy = %config.policy.display(),
@@ -140,11 +167,12 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     Ok(())
 }
 
-fn reload(datapath: &mut Datapath, config: &RunConfig, trigger: &str) {
+fn reload(datapath: &mut Datapath, config: &RunConfig, state: &SharedState, trigger: &str) {
     let running = datapath.generation();
     let policy = match Policy::load(&config.policy, config.load) {
         Ok(policy) => policy,
         Err(error) => {
+            record_failure(state);
             tracing::error!(
                 trigger,
                 generation = running,
@@ -155,13 +183,45 @@ fn reload(datapath: &mut Datapath, config: &RunConfig, trigger: &str) {
         }
     };
     match datapath.install(&policy) {
-        Ok(generation) => log_policy(&policy, generation, "policy reloaded"),
-        Err(error) => tracing::error!(
-            trigger,
-            generation = running,
-            error = %crate::error_chain(&error),
-            "policy could not be installed; the running policy stays"
-        ),
+        Ok(generation) => {
+            log_policy(&policy, generation, "policy reloaded");
+            record_install(state, datapath, &policy);
+            if let Ok(mut state) = state.lock() {
+                state.reloads_ok += 1;
+            }
+        }
+        Err(error) => {
+            record_failure(state);
+            tracing::error!(
+                trigger,
+                generation = running,
+                error = %crate::error_chain(&error),
+                "policy could not be installed; the running policy stays"
+            );
+        }
+    }
+}
+
+/// Updates what the metrics endpoint reports about the running policy.
+fn record_install(state: &SharedState, datapath: &Datapath, policy: &Policy) {
+    let Ok(mut state) = state.lock() else {
+        return;
+    };
+    state.generation = datapath.generation();
+    state.mode = match policy.mode {
+        crate::policy::Mode::Enforce => "enforce",
+        crate::policy::Mode::Monitor => "monitor",
+    };
+    state.prefixes = policy.source_counts();
+    state.last_reload_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    state.ledger = datapath.ledger();
+}
+
+fn record_failure(state: &SharedState) {
+    if let Ok(mut state) = state.lock() {
+        state.reloads_failed += 1;
     }
 }
 

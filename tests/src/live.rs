@@ -304,3 +304,41 @@ pub fn status_json(pin_dir: &Path) -> serde_json::Value {
     );
     serde_json::from_slice(&output.stdout).expect("status prints JSON")
 }
+
+/// `GET path` on the metrics endpoint that `gatekeeper run` serves inside the
+/// gateway namespace (its default, 127.0.0.1:9925); returns the status line
+/// and the body.
+pub fn http_get(link: &Link, path: &str) -> (String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let response = link.gateway.run(move || {
+        let mut stream = TcpStream::connect("127.0.0.1:9925").expect("connecting to /metrics");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a read timeout");
+        stream
+            .write_all(request.as_bytes())
+            .expect("sending the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("reading the response");
+        response
+    });
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
+}
+
+/// The value of the sample `series` (name and labels exactly as printed) in
+/// a Prometheus text exposition; panics when it is missing.
+pub fn sample(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{exposition}"))
+}
