@@ -42,10 +42,24 @@ pub const CONNECTORS_MAP: &str = "GK_CONNECTORS";
 /// id`). Only user space reads it: it lets `gatekeeper status` name the
 /// connectors of the live policy from the pinned maps alone.
 pub const NAMES_MAP: &str = "GK_NAMES";
+/// LRU hash of every source that sent a gated SYN: [`SourceKey`] to
+/// [`SourceRecord`]. Its size is set when the program is loaded.
+pub const INVENTORY_MAP: &str = "GK_INVENTORY";
+/// Ring buffer of [`DenyEvent`]s.
+pub const EVENTS_MAP: &str = "GK_EVENTS";
+/// [`LogSettings`], one entry.
+pub const LOG_SETTINGS_MAP: &str = "GK_LOG_CFG";
+/// Per-CPU [`RateState`] of the deny-log token bucket, one entry.
+pub const LOG_RATE_MAP: &str = "GK_LOG_RATE";
+
+/// Default size of the source inventory.
+pub const DEFAULT_INVENTORY_SIZE: u32 = 65536;
+/// Size of the deny-event ring buffer in bytes (a power of two).
+pub const EVENTS_RING_BYTES: u32 = 1 << 18;
 
 /// Every map the program defines, for checks that the object and the
 /// controller agree.
-pub const MAP_NAMES: [&str; 10] = [
+pub const MAP_NAMES: [&str; 14] = [
     ACTIVE_MAP,
     CONFIG_MAP,
     PORTS_MAP,
@@ -56,6 +70,10 @@ pub const MAP_NAMES: [&str; 10] = [
     COUNTERS_MAP,
     CONNECTORS_MAP,
     NAMES_MAP,
+    INVENTORY_MAP,
+    EVENTS_MAP,
+    LOG_SETTINGS_MAP,
+    LOG_RATE_MAP,
 ];
 
 /// Number of policy slots: the live one and the one being written.
@@ -170,8 +188,12 @@ pub mod counter {
     /// IPv6 frames judged as SYNs because their extension-header chain was
     /// longer than the program follows (also counted under their verdict).
     pub const LONG_V6_CHAIN: usize = 9;
+    /// Deny and would-deny events sent to the ring buffer.
+    pub const EVENTS_SENT: usize = 10;
+    /// Deny and would-deny events not sent: over the rate, or the ring full.
+    pub const EVENTS_DROPPED: usize = 11;
     /// Number of counters.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 12;
 }
 
 /// The program's frame counters, one set per CPU.
@@ -198,6 +220,83 @@ impl Default for ConnectorCounters {
     }
 }
 
+/// Address family codes in [`SourceKey`] and [`DenyEvent`].
+pub const FAMILY_V4: u32 = 4;
+/// See [`FAMILY_V4`].
+pub const FAMILY_V6: u32 = 6;
+
+/// A source address in the inventory; IPv4 addresses fill the first four
+/// bytes and leave the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u32,
+    /// Address bytes, most significant first.
+    pub addr: [u8; 16],
+}
+
+/// What the inventory knows of one source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// Gated SYNs seen from the source.
+    pub attempts: u64,
+    /// First and last of them, in `bpf_ktime_get_boot_ns` time
+    /// (`CLOCK_BOOTTIME`).
+    pub first_seen_ns: u64,
+    /// See `first_seen_ns`.
+    pub last_seen_ns: u64,
+    /// Destination port of the last one.
+    pub last_port: u16,
+    /// 1 when the policy of the time admitted the last one.
+    pub admitted: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 5],
+}
+
+/// The deny log's settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Events per second each CPU may send; 0 sends none.
+    pub rate_per_sec: u64,
+    /// Events a CPU may send at once after a quiet spell.
+    pub burst: u64,
+}
+
+/// One CPU's token bucket for the deny log.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateState {
+    /// Tokens in thousandths of an event.
+    pub milli_tokens: u64,
+    /// When tokens were last added, in `bpf_ktime_get_boot_ns` time.
+    pub refilled_ns: u64,
+}
+
+/// A deny or would-deny, as the program reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DenyEvent {
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u32,
+    /// The interface the SYN arrived on.
+    pub ifindex: u32,
+    /// Source address; IPv4 in the first four bytes.
+    pub source: [u8; 16],
+    /// Destination address, laid out like `source`.
+    pub destination: [u8; 16],
+    /// Source port; 0 when the frame carried none the program could read.
+    pub source_port: u16,
+    /// Destination port; 0 likewise.
+    pub destination_port: u16,
+    /// [`MODE_ENFORCE`] (dropped) or [`MODE_MONITOR`] (would-deny).
+    pub mode: u32,
+    /// When, in `bpf_ktime_get_boot_ns` time.
+    pub at_ns: u64,
+}
+
 /// Largest IPv6 extension-header chain the program follows. A chain that
 /// is still going after this many headers is judged like a gated SYN.
 pub const MAX_V6_EXTENSION_HEADERS: usize = 8;
@@ -217,6 +316,16 @@ mod user {
     unsafe impl aya::Pod for super::ConnectorCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnectorName {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LogSettings {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RateState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DenyEvent {}
 }
 
 #[cfg(test)]
@@ -229,6 +338,11 @@ mod tests {
     fn map_types_have_no_padding() {
         assert_eq!(size_of::<Config>(), 40);
         assert_eq!(size_of::<ConnectorName>(), CONNECTOR_NAME_LEN);
+        assert_eq!(size_of::<SourceKey>(), 20);
+        assert_eq!(size_of::<SourceRecord>(), 32);
+        assert_eq!(size_of::<LogSettings>(), 16);
+        assert_eq!(size_of::<RateState>(), 16);
+        assert_eq!(size_of::<DenyEvent>(), 56);
         assert_eq!(size_of::<Ipv4Key>(), 8);
         assert_eq!(size_of::<Ipv6Key>(), 20);
         assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);

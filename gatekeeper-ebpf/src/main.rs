@@ -27,22 +27,35 @@
 //! mode.
 #![no_std]
 #![no_main]
+// The BPF target has atomic loads and stores but no atomic types with
+// read-modify-write methods; the intrinsic compiles to BPF's atomic add.
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "atomic_xadd is the only atomic add on the BPF target"
+)]
 
-use core::mem::size_of;
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::size_of,
+};
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
     maps::{
-        Array, PerCpuArray,
+        Array, LruHashMap, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
     programs::XdpContext,
 };
 use gatekeeper_common::{
-    Config, ConnectorCounters, ConnectorName, Counters, FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key,
+    Config, ConnectorCounters, ConnectorName, Counters, DEFAULT_INVENTORY_SIZE, DenyEvent,
+    EVENTS_RING_BYTES, FAMILY_V4, FAMILY_V6, FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key, LogSettings,
     MAX_CONNECTORS, MAX_DESTINATION_PREFIXES, MAX_SOURCE_PREFIXES, MAX_V6_EXTENSION_HEADERS,
-    MODE_ENFORCE, MODE_MONITOR, PORT_WORDS, SLOT_PREFIX_BITS, SLOTS, counter,
+    MODE_ENFORCE, MODE_MONITOR, PORT_WORDS, RateState, SLOT_PREFIX_BITS, SLOTS, SourceKey,
+    SourceRecord, counter,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
@@ -79,6 +92,19 @@ static GK_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static GK_CONNECTORS: PerCpuArray<ConnectorCounters> = PerCpuArray::with_max_entries(1, 0);
 
+#[map]
+static GK_INVENTORY: LruHashMap<SourceKey, SourceRecord> =
+    LruHashMap::with_max_entries(DEFAULT_INVENTORY_SIZE, 0);
+
+#[map]
+static GK_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+#[map]
+static GK_LOG_CFG: Array<LogSettings> = Array::with_max_entries(1, 0);
+
+#[map]
+static GK_LOG_RATE: PerCpuArray<RateState> = PerCpuArray::with_max_entries(1, 0);
+
 // Read by user space only; see `gatekeeper_common::NAMES_MAP`.
 #[map]
 static GK_NAMES: Array<ConnectorName> = Array::with_max_entries(SLOTS * MAX_CONNECTORS as u32, 0);
@@ -107,6 +133,12 @@ const TCP_MIN_HEADER: usize = 20;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
+/// Longest quiet spell the deny-log bucket refills for: ten seconds.
+const MAX_REFILL_NS: u64 = 10_000_000_000;
+
+/// `BPF_NOEXIST`: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
 /// No header the program reads starts beyond this offset. XDP frames without
 /// multi-buffer support fit in one page, so a larger offset is past the end
 /// anyway; the bound lets the verifier prove packet reads safe.
@@ -132,21 +164,35 @@ pub fn gatekeeper(ctx: XdpContext) -> u32 {
     if gated.long_chain {
         counters[counter::LONG_V6_CHAIN] += 1;
     }
-    judge(&gated, counters)
+    judge(&ctx, &gated, counters)
 }
 
 /// A gated SYN (or a frame judged like one), ready for the allowlist.
 struct Gated {
     slot: u32,
     mode: u32,
-    source: Source,
+    flow: Flow,
     tiny_fragment: bool,
     long_chain: bool,
 }
 
-enum Source {
-    V4([u8; 4]),
-    V6([u8; 16]),
+/// Addresses and ports of a gated SYN. IPv4 addresses fill the first four
+/// bytes; ports the program could not read are 0.
+struct Flow {
+    family: u32,
+    source: [u8; 16],
+    destination: [u8; 16],
+    source_port: u16,
+    destination_port: u16,
+}
+
+fn widen(addr: [u8; 4]) -> [u8; 16] {
+    let mut wide = [0; 16];
+    wide[0] = addr[0];
+    wide[1] = addr[1];
+    wide[2] = addr[2];
+    wide[3] = addr[3];
+    wide
 }
 
 /// The active slot's policy, read once per gated-candidate frame.
@@ -155,51 +201,151 @@ struct Policy {
     config: Config,
 }
 
-fn judge(gated: &Gated, counters: &mut [u64; counter::COUNT]) -> u32 {
-    let (connector, allow_at, deny_at, would_deny_at) = match gated.source {
-        Source::V4(addr) => {
-            let key = Key::new(
-                SLOT_PREFIX_BITS + 32,
-                Ipv4Key {
-                    slot: gated.slot,
-                    addr,
-                },
-            );
-            (
-                GK_ALLOW_V4.get(&key).copied(),
-                counter::ALLOW_V4,
-                counter::DENY_V4,
-                counter::WOULD_DENY_V4,
-            )
-        }
-        Source::V6(addr) => {
-            let key = Key::new(
-                SLOT_PREFIX_BITS + 128,
-                Ipv6Key {
-                    slot: gated.slot,
-                    addr,
-                },
-            );
-            (
-                GK_ALLOW_V6.get(&key).copied(),
-                counter::ALLOW_V6,
-                counter::DENY_V6,
-                counter::WOULD_DENY_V6,
-            )
-        }
+fn judge(ctx: &XdpContext, gated: &Gated, counters: &mut [u64; counter::COUNT]) -> u32 {
+    let flow = &gated.flow;
+    let (connector, allow_at, deny_at, would_deny_at) = if flow.family == FAMILY_V4 {
+        let addr = [
+            flow.source[0],
+            flow.source[1],
+            flow.source[2],
+            flow.source[3],
+        ];
+        let key = Key::new(
+            SLOT_PREFIX_BITS + 32,
+            Ipv4Key {
+                slot: gated.slot,
+                addr,
+            },
+        );
+        (
+            GK_ALLOW_V4.get(&key).copied(),
+            counter::ALLOW_V4,
+            counter::DENY_V4,
+            counter::WOULD_DENY_V4,
+        )
+    } else {
+        let key = Key::new(
+            SLOT_PREFIX_BITS + 128,
+            Ipv6Key {
+                slot: gated.slot,
+                addr: flow.source,
+            },
+        );
+        (
+            GK_ALLOW_V6.get(&key).copied(),
+            counter::ALLOW_V6,
+            counter::DENY_V6,
+            counter::WOULD_DENY_V6,
+        )
     };
+    // SAFETY: a helper without arguments or preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    record_source(flow, connector.is_some(), now);
 
     if let Some(connector) = connector {
         counters[allow_at] += 1;
         count_connector(connector);
         return XDP_PASS;
     }
+    log_deny(ctx, flow, gated.mode, now, counters);
     if gated.mode == MODE_MONITOR {
         counters[would_deny_at] += 1;
         return XDP_PASS;
     }
     counters[deny_at] += 1;
     XDP_DROP
+}
+
+/// Counts the SYN in the source inventory.
+fn record_source(flow: &Flow, admitted: bool, now: u64) {
+    let key = SourceKey {
+        family: flow.family,
+        addr: flow.source,
+    };
+    if let Some(record) = GK_INVENTORY.get_ptr_mut(key) {
+        // SAFETY: the pointer is to a live map value; other CPUs may update
+        // the same record, so the count is added atomically and the other
+        // fields are last-writer-wins.
+        unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*record).attempts, 1);
+            (*record).last_seen_ns = now;
+            (*record).last_port = flow.destination_port;
+            (*record).admitted = u8::from(admitted);
+        }
+        return;
+    }
+    let record = SourceRecord {
+        attempts: 1,
+        first_seen_ns: now,
+        last_seen_ns: now,
+        last_port: flow.destination_port,
+        admitted: u8::from(admitted),
+        _pad: [0; 5],
+    };
+    // Another CPU may have inserted the source meanwhile; its record wins
+    // and this attempt goes uncounted, which the inventory can afford.
+    let _ = GK_INVENTORY.insert(key, record, BPF_NOEXIST);
+}
+
+/// Sends a deny event when this CPU's token bucket allows, and counts it as
+/// sent or dropped either way.
+fn log_deny(
+    ctx: &XdpContext,
+    flow: &Flow,
+    mode: u32,
+    now: u64,
+    counters: &mut [u64; counter::COUNT],
+) {
+    if !take_token(now) {
+        counters[counter::EVENTS_DROPPED] += 1;
+        return;
+    }
+    let Some(mut entry) = GK_EVENTS.reserve::<DenyEvent>(0) else {
+        counters[counter::EVENTS_DROPPED] += 1;
+        return;
+    };
+    entry.write(DenyEvent {
+        family: flow.family,
+        ifindex: ctx.ingress_ifindex() as u32,
+        source: flow.source,
+        destination: flow.destination,
+        source_port: flow.source_port,
+        destination_port: flow.destination_port,
+        mode,
+        at_ns: now,
+    });
+    entry.submit(0);
+    counters[counter::EVENTS_SENT] += 1;
+}
+
+/// Refills this CPU's bucket for the time since the last refill and takes
+/// one token if there is one.
+fn take_token(now: u64) -> bool {
+    let Some(settings) = GK_LOG_CFG.get(0) else {
+        return false;
+    };
+    let Some(state) = GK_LOG_RATE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU entry, only this CPU touches it.
+    let state = unsafe { &mut *state };
+    // Capped so that elapsed * rate cannot overflow (rates are at most a
+    // million per second).
+    let elapsed = now.saturating_sub(state.refilled_ns);
+    let capacity = settings.burst * 1000;
+    let refill = elapsed.min(MAX_REFILL_NS) * settings.rate_per_sec / 1_000_000;
+    // Under a flood the time between two frames buys less than a
+    // thousandth of a token; keep the clock where it was until it buys one,
+    // or the bucket would never refill.
+    if refill > 0 {
+        state.milli_tokens = (state.milli_tokens + refill).min(capacity);
+        state.refilled_ns = now;
+    }
+    if state.milli_tokens < 1000 {
+        return false;
+    }
+    state.milli_tokens -= 1000;
+    true
 }
 
 fn count_connector(connector: u32) {
@@ -265,7 +411,7 @@ fn classify_v4(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
         len: tcp_len,
         first_fragment: frags & IPV4_MF != 0,
     };
-    let dport = segment.destination_port(ctx)?;
+    let (sport, dport) = segment.ports(ctx)?;
     let tiny_fragment = match segment.syn_state(ctx)? {
         SynState::NotSyn => return None,
         SynState::Syn => false,
@@ -289,7 +435,13 @@ fn classify_v4(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
     Some(Gated {
         slot: policy.slot,
         mode: policy.config.mode,
-        source: Source::V4(ip.src_addr),
+        flow: Flow {
+            family: FAMILY_V4,
+            source: widen(ip.src_addr),
+            destination: widen(ip.dst_addr),
+            source_port: sport,
+            destination_port: dport,
+        },
         tiny_fragment,
         long_chain: false,
     })
@@ -354,6 +506,7 @@ fn classify_v6(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
     if long_chain && !is_v6_extension(next) {
         return None;
     }
+    let mut sport = 0;
     let mut dport = 0;
     let mut tiny_fragment = false;
     if reached_tcp {
@@ -362,7 +515,7 @@ fn classify_v6(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
             len: payload_end.checked_sub(offset)?,
             first_fragment,
         };
-        dport = segment.destination_port(ctx)?;
+        (sport, dport) = segment.ports(ctx)?;
         tiny_fragment = match segment.syn_state(ctx)? {
             SynState::NotSyn => return None,
             SynState::Syn => false,
@@ -387,7 +540,13 @@ fn classify_v6(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
     Some(Gated {
         slot: policy.slot,
         mode: policy.config.mode,
-        source: Source::V6(ip.src_addr),
+        flow: Flow {
+            family: FAMILY_V6,
+            source: ip.src_addr,
+            destination: ip.dst_addr,
+            source_port: sport,
+            destination_port: dport,
+        },
         tiny_fragment,
         long_chain,
     })
@@ -416,14 +575,18 @@ enum SynState {
 }
 
 impl Segment {
-    fn destination_port(&self, ctx: &XdpContext) -> Option<u16> {
+    /// Source and destination port.
+    fn ports(&self, ctx: &XdpContext) -> Option<(u16, u16)> {
         if self.len < TCP_DEST_PORT_END {
             return None;
         }
         let ports: *const [u8; 4] = ptr_at(ctx, self.at)?;
         // SAFETY: checked by `ptr_at`.
-        let [_, _, hi, lo] = unsafe { ports.read_unaligned() };
-        Some(u16::from_be_bytes([hi, lo]))
+        let [source_hi, source_lo, hi, lo] = unsafe { ports.read_unaligned() };
+        Some((
+            u16::from_be_bytes([source_hi, source_lo]),
+            u16::from_be_bytes([hi, lo]),
+        ))
     }
 
     /// `None` when the segment is malformed or cut short: it passes.

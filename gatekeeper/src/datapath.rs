@@ -11,14 +11,15 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfError, TestRun as _, TestRunOptions,
-    maps::{Array, Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie},
+    Ebpf, EbpfError, EbpfLoader, TestRun as _, TestRunOptions,
+    maps::{Array, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key, lpm_trie::LpmTrie},
     programs::{ProgramError, Xdp},
 };
 use gatekeeper_common::{
     ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CONFIG_MAP, CONNECTOR_NAME_LEN, CONNECTORS_MAP,
-    COUNTERS_MAP, Config, ConnectorCounters, ConnectorName, Counters, DEST_V4_MAP, DEST_V6_MAP,
-    DESTINATION_PRESENT, FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key, MAP_NAMES, MAX_CONNECTORS,
+    COUNTERS_MAP, Config, ConnectorCounters, ConnectorName, Counters, DEFAULT_INVENTORY_SIZE,
+    DEST_V4_MAP, DEST_V6_MAP, DESTINATION_PRESENT, EVENTS_MAP, FLAG_HAS_DESTINATIONS,
+    INVENTORY_MAP, Ipv4Key, Ipv6Key, LOG_SETTINGS_MAP, LogSettings, MAP_NAMES, MAX_CONNECTORS,
     MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP, PROGRAM_NAME, SLOT_PREFIX_BITS,
     SLOTS, counter,
 };
@@ -256,6 +257,7 @@ struct Maps {
     counters: PerCpuArray<MapData, Counters>,
     connectors: PerCpuArray<MapData, ConnectorCounters>,
     names: Array<MapData, ConnectorName>,
+    log_settings: Array<MapData, LogSettings>,
 }
 
 /// A policy as the maps hold it: which slot, and every key written there, so
@@ -302,7 +304,7 @@ impl Datapath {
     /// Fails without `CAP_BPF`/`CAP_NET_ADMIN`, when the kernel's verifier
     /// rejects the program, or when the embedded object is inconsistent.
     pub fn load() -> Result<Self, DatapathError> {
-        Self::load_inner(None)
+        Self::load_inner(None, DEFAULT_INVENTORY_SIZE)
     }
 
     /// Like [`Datapath::load`], and pins every map under `dir` (which must
@@ -314,12 +316,15 @@ impl Datapath {
     /// As [`Datapath::load`], or a map that cannot be pinned (a pin of that
     /// name exists already, say). Maps pinned before the failure are
     /// unpinned again.
-    pub fn load_pinned(dir: &Path) -> Result<Self, DatapathError> {
-        Self::load_inner(Some(dir))
+    pub fn load_pinned(dir: &Path, inventory_size: u32) -> Result<Self, DatapathError> {
+        Self::load_inner(Some(dir), inventory_size)
     }
 
-    fn load_inner(pin_dir: Option<&Path>) -> Result<Self, DatapathError> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(DatapathError::Object)?;
+    fn load_inner(pin_dir: Option<&Path>, inventory_size: u32) -> Result<Self, DatapathError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(INVENTORY_MAP, inventory_size)
+            .load(OBJECT)
+            .map_err(DatapathError::Object)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(DatapathError::MissingProgram)?
@@ -341,6 +346,7 @@ impl Datapath {
             counters: typed(&mut ebpf, COUNTERS_MAP)?,
             connectors: typed(&mut ebpf, CONNECTORS_MAP)?,
             names: typed(&mut ebpf, NAMES_MAP)?,
+            log_settings: typed(&mut ebpf, LOG_SETTINGS_MAP)?,
         };
         let barrier = RcuBarrier::new().map_err(DatapathError::Barrier)?;
         Ok(Self {
@@ -352,6 +358,34 @@ impl Datapath {
             connector_baseline: None,
             ledger: ConnectorLedger::default(),
         })
+    }
+
+    /// Sets the deny log's rate: each CPU sends at most `rate_per_sec` events
+    /// a second, `burst` at once; the rest are counted as dropped.
+    ///
+    /// # Errors
+    ///
+    /// The map update failed.
+    pub fn set_log_rate(&mut self, rate_per_sec: u64, burst: u64) -> Result<(), DatapathError> {
+        let settings = LogSettings {
+            rate_per_sec,
+            burst,
+        };
+        self.maps
+            .log_settings
+            .set(0, settings, 0)
+            .map_err(|source| DatapathError::Write {
+                map: LOG_SETTINGS_MAP,
+                what: format!("a rate of {rate_per_sec} events/s with a burst of {burst}"),
+                source,
+            })
+    }
+
+    /// The ring buffer of deny events, to read them; `None` after the first
+    /// call.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        let map = self.ebpf.take_map(EVENTS_MAP)?;
+        RingBuf::try_from(map).ok()
     }
 
     /// The loaded program, for attaching it or running frames through it.

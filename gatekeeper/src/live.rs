@@ -15,7 +15,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie},
     programs::{
         ProgramError, XdpMode,
         links::{FdLink, PinnedLink},
@@ -23,8 +23,9 @@ use aya::{
 };
 use gatekeeper_common::{
     ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CONFIG_MAP, CONNECTORS_MAP, COUNTERS_MAP, Config,
-    ConnectorCounters, ConnectorName, Counters, Ipv4Key, Ipv6Key, MAP_NAMES, MAX_CONNECTORS,
-    MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP, SLOT_PREFIX_BITS, SLOTS, counter,
+    ConnectorCounters, ConnectorName, Counters, FAMILY_V4, INVENTORY_MAP, Ipv4Key, Ipv6Key,
+    MAP_NAMES, MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP,
+    SLOT_PREFIX_BITS, SLOTS, SourceKey, SourceRecord, counter,
 };
 
 use crate::datapath::{CounterTotals, Datapath, connector_totals, name_index};
@@ -399,6 +400,24 @@ pub struct LiveView {
     connectors: PerCpuArray<MapData, ConnectorCounters>,
     allow_v4: LpmTrie<MapData, Ipv4Key, u32>,
     allow_v6: LpmTrie<MapData, Ipv6Key, u32>,
+    inventory: HashMap<MapData, SourceKey, SourceRecord>,
+}
+
+/// One source of the inventory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceEntry {
+    /// The source address.
+    pub source: IpAddr,
+    /// Gated SYNs seen from it.
+    pub attempts: u64,
+    /// First and last of them, as wall-clock time.
+    pub first_seen: std::time::SystemTime,
+    /// See `first_seen`.
+    pub last_seen: std::time::SystemTime,
+    /// Destination port of the last one.
+    pub last_port: u16,
+    /// The live policy's connector that admits it, if any.
+    pub connector: Option<String>,
 }
 
 /// The live policy as `status` reports it.
@@ -442,6 +461,7 @@ impl LiveView {
             connectors: pinned(dir, CONNECTORS_MAP)?,
             allow_v4: pinned(dir, ALLOW_V4_MAP)?,
             allow_v6: pinned(dir, ALLOW_V6_MAP)?,
+            inventory: pinned(dir, INVENTORY_MAP)?,
         })
     }
 
@@ -557,7 +577,19 @@ impl LiveView {
     ///
     /// A map read failed.
     pub fn connector_for(&self, addr: IpAddr) -> Result<Option<String>, LiveError> {
-        let slot = self.slot()?;
+        let names = self
+            .policy()?
+            .map(|policy| policy.connectors)
+            .unwrap_or_default();
+        self.connector_among(&names, self.slot()?, addr)
+    }
+
+    fn connector_among(
+        &self,
+        names: &[(u32, String)],
+        slot: u32,
+        addr: IpAddr,
+    ) -> Result<Option<String>, LiveError> {
         let id = match addr {
             IpAddr::V4(addr) => lookup(
                 &self.allow_v4,
@@ -588,13 +620,81 @@ impl LiveView {
         let Some(id) = id else {
             return Ok(None);
         };
+        Ok(names
+            .iter()
+            .find_map(|(known, name)| (*known == id).then(|| name.clone())))
+    }
+
+    /// Every source in the inventory with the live connector that admits
+    /// it, most attempts first.
+    ///
+    /// # Errors
+    ///
+    /// A map read failed.
+    pub fn inventory(&self) -> Result<Vec<SourceEntry>, LiveError> {
         let names = self
             .policy()?
             .map(|policy| policy.connectors)
             .unwrap_or_default();
-        Ok(names
-            .into_iter()
-            .find_map(|(known, name)| (known == id).then_some(name)))
+        let slot = self.slot()?;
+        let clock = BootClock::now();
+        let mut entries = Vec::new();
+        for item in self.inventory.iter() {
+            let (key, record) = match item {
+                Ok(item) => item,
+                // Evicted between listing the key and reading it.
+                Err(MapError::KeyNotFound) => continue,
+                Err(source) => return Err(self.read_error(INVENTORY_MAP)(source)),
+            };
+            let source = if key.family == FAMILY_V4 {
+                IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
+            } else {
+                IpAddr::from(key.addr)
+            };
+            entries.push(SourceEntry {
+                source,
+                attempts: record.attempts,
+                first_seen: clock.wall(record.first_seen_ns),
+                last_seen: clock.wall(record.last_seen_ns),
+                last_port: record.last_port,
+                connector: self.connector_among(&names, slot, source)?,
+            });
+        }
+        entries.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.source.cmp(&b.source)));
+        Ok(entries)
+    }
+
+    /// Sources in the inventory.
+    pub fn inventory_len(&self) -> usize {
+        self.inventory.keys().filter(Result::is_ok).count()
+    }
+}
+
+/// Converts the program's `bpf_ktime_get_boot_ns` times to wall-clock time.
+struct BootClock {
+    boot_ns: u64,
+    wall: std::time::SystemTime,
+}
+
+impl BootClock {
+    fn now() -> Self {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
+        let boot_ns = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(now.tv_nsec).unwrap_or(0);
+        Self {
+            boot_ns,
+            wall: std::time::SystemTime::now(),
+        }
+    }
+
+    fn wall(&self, boot_ns: u64) -> std::time::SystemTime {
+        let ago = std::time::Duration::from_nanos(self.boot_ns.saturating_sub(boot_ns));
+        self.wall - ago
     }
 }
 
@@ -642,4 +742,101 @@ pub fn verdict_rows(totals: &CounterTotals) -> [(&'static str, u64, u64); 3] {
             totals.get(counter::WOULD_DENY_V6),
         ),
     ]
+}
+
+/// A `[[connector]]` table admitting the sources no connector admits, for an
+/// operator to review and append to the policy. It names each source as a
+/// host prefix, with its attempts as a comment; with no such source it is
+/// only a comment. Either way it parses as part of a policy file.
+pub fn suggest_connector(entries: &[SourceEntry], now: std::time::SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let mut text = format!(
+        "# Sources that sent gated SYNs and that no connector of the running policy\n\
+         # admits, listed by `gatekeeper inventory --suggest` at {stamp}.\n\
+         # Review every one before adding it: a source that knocked is not a source\n\
+         # to trust. Rename the connector after the party the sources belong to.\n"
+    );
+    let unauthorized: Vec<&SourceEntry> = entries
+        .iter()
+        .filter(|entry| entry.connector.is_none())
+        .collect();
+    if unauthorized.is_empty() {
+        text.push_str("# (none seen)\n");
+        return text;
+    }
+    // A name unique to the second: connector names are [a-z0-9._-].
+    let name: String = stamp
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(14)
+        .collect();
+    text.push_str(&format!(
+        "[[connector]]\nname = \"seen-{name}\"\nsources = [\n"
+    ));
+    for entry in unauthorized {
+        let prefix = ipnet::IpNet::from(entry.source);
+        text.push_str(&format!(
+            "    \"{prefix}\",  # {} attempts, last to port {} at {}\n",
+            entry.attempts,
+            entry.last_port,
+            humantime::format_rfc3339_seconds(entry.last_seen)
+        ));
+    }
+    text.push_str("]\n");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::policy::{LoadOptions, Policy};
+
+    #[test]
+    fn a_suggestion_appended_to_the_policy_admits_exactly_the_unauthorized() {
+        let seen = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let entry = |source: &str, connector: Option<&str>| SourceEntry {
+            source: source.parse().unwrap(),
+            attempts: 3,
+            first_seen: seen,
+            last_seen: seen,
+            last_port: 25,
+            connector: connector.map(str::to_owned),
+        };
+        let entries = [
+            entry("203.0.113.9", None),
+            entry("2001:db8:bad::9", None),
+            entry("198.51.100.7", Some("upstream-filter")),
+        ];
+        let suggestion = suggest_connector(&entries, seen);
+        assert!(suggestion.contains("\"203.0.113.9/32\",  # 3 attempts, last to port 25"));
+        assert!(suggestion.contains("\"2001:db8:bad::9/128\""));
+        assert!(!suggestion.contains("198.51.100.7"));
+
+        let policy = "mode = \"enforce\"\nports = [25]\n\n[[connector]]\n\
+                      name = \"upstream-filter\"\nsources = [\"198.51.100.0/24\"]\n";
+        let combined = format!("{policy}\n{suggestion}");
+        let parsed = Policy::parse(&combined, "combined", LoadOptions::default())
+            .unwrap_or_else(|error| panic!("{error}\n{combined}"));
+        for (addr, connector) in [
+            ("203.0.113.9", Some("seen-20261130005320")),
+            ("2001:db8:bad::9", Some("seen-20261130005320")),
+            ("203.0.113.10", None),
+            ("198.51.100.7", Some("upstream-filter")),
+        ] {
+            let found = parsed
+                .connector_for(addr.parse().unwrap())
+                .map(|(connector, _)| connector.name.as_str());
+            assert_eq!(found, connector, "{addr}");
+        }
+    }
+
+    #[test]
+    fn with_nothing_unauthorized_the_suggestion_is_a_comment() {
+        let suggestion = suggest_connector(&[], SystemTime::UNIX_EPOCH);
+        assert!(suggestion.lines().all(|line| line.starts_with('#')));
+        let policy = format!("mode = \"monitor\"\nports = [25]\n{suggestion}");
+        assert!(Policy::parse(&policy, "p", LoadOptions::default()).is_ok());
+    }
 }

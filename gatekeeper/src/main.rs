@@ -56,6 +56,13 @@ enum Command {
     /// Tell which connector admits an address: exit 0 when one does, 1 when
     /// none does, 2 on error.
     Check(CheckAddrArgs),
+    /// List the sources that sent gated SYNs, most attempts first, with the
+    /// connector of the live policy that admits each (or `unauthorized`).
+    ///
+    /// The monitor-first workflow: run in monitor mode, list the sources
+    /// with `--unauthorized`, review them, and append the connector that
+    /// `--suggest` prints to the policy for those that are legitimate.
+    Inventory(InventoryArgs),
     /// Remove a gatekeeper's links and pins, for one left behind by a
     /// controller that crashed. A running `gatekeeper run` cleans up after
     /// itself on SIGTERM.
@@ -107,6 +114,15 @@ struct RunArgs {
     /// ADDRESS:PORT; `off` serves nothing.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9925", value_parser = parse_metrics)]
     metrics: MetricsAddr,
+    /// Sources the inventory remembers; the least recent is forgotten first.
+    #[arg(long, value_name = "N", default_value_t = gatekeeper_common::DEFAULT_INVENTORY_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
+    inventory_size: u32,
+    /// Deny and would-deny events each CPU may log per second (with a burst
+    /// of a tenth of that); the rest are counted, not logged. 0 logs none.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    log_rate: u64,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -140,6 +156,25 @@ struct CheckAddrArgs {
     /// Judge by this policy file instead of the live policy.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    #[command(flatten)]
+    pins: PinDirArg,
+}
+
+#[derive(Debug, Args)]
+struct InventoryArgs {
+    /// Only sources no connector admits.
+    #[arg(long)]
+    unauthorized: bool,
+    /// Print one JSON object per source, one per line.
+    #[arg(long, conflicts_with = "suggest")]
+    json: bool,
+    /// At most this many sources.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Print a [[connector]] table admitting the unauthorized sources, to
+    /// review and append to the policy.
+    #[arg(long)]
+    suggest: bool,
     #[command(flatten)]
     pins: PinDirArg,
 }
@@ -200,6 +235,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Status(args) => status(&args),
         Command::Check(args) => return check(&args),
+        Command::Inventory(args) => inventory(&args),
         Command::Detach(args) => detach(&args),
     };
     match result {
@@ -428,6 +464,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             allow_empty: args.load.allow_empty,
         },
         metrics: args.metrics.0,
+        inventory_size: args.inventory_size,
+        log_rate: args.log_rate,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -589,6 +627,60 @@ fn detach(args: &DetachArgs) -> anyhow::Result<ExitCode> {
     }
     for iface in detached {
         println!("detached from {iface}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inventory(args: &InventoryArgs) -> anyhow::Result<ExitCode> {
+    let view = LiveView::open(&args.pins.pin_dir)?;
+    let mut entries = view.inventory()?;
+    if args.unauthorized || args.suggest {
+        entries.retain(|entry| entry.connector.is_none());
+    }
+    if let Some(limit) = args.limit {
+        entries.truncate(limit);
+    }
+
+    let mut out = io::stdout().lock();
+    if args.suggest {
+        write!(
+            out,
+            "{}",
+            live::suggest_connector(&entries, std::time::SystemTime::now())
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let time = |at| humantime::format_rfc3339_seconds(at).to_string();
+    if args.json {
+        for entry in &entries {
+            let value = json!({
+                "source": entry.source,
+                "attempts": entry.attempts,
+                "connector": entry.connector,
+                "last_port": entry.last_port,
+                "first_seen": time(entry.first_seen),
+                "last_seen": time(entry.last_seen),
+            });
+            writeln!(out, "{value}")?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<40} {:>9} {:>5}  {:<24} {:<20}  LAST SEEN",
+        "SOURCE", "ATTEMPTS", "PORT", "CONNECTOR", "FIRST SEEN"
+    )?;
+    for entry in &entries {
+        writeln!(
+            out,
+            "{:<40} {:>9} {:>5}  {:<24} {:<20}  {}",
+            entry.source.to_string(),
+            entry.attempts,
+            entry.last_port,
+            entry.connector.as_deref().unwrap_or("unauthorized"),
+            time(entry.first_seen),
+            time(entry.last_seen),
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

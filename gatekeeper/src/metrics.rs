@@ -144,6 +144,28 @@ impl Collector for GatekeeperCollector {
             &[(&[], c(counter::LONG_V6_CHAIN))],
         )?;
 
+        family(
+            &mut encoder,
+            "gatekeeper_deny_events_sent",
+            "Deny and would-deny events sent to the deny log.",
+            &[(&[], c(counter::EVENTS_SENT))],
+        )?;
+        family(
+            &mut encoder,
+            "gatekeeper_deny_events_dropped",
+            "Deny and would-deny events not logged: over the --log-rate limit, or the ring \
+             buffer full.",
+            &[(&[], c(counter::EVENTS_DROPPED))],
+        )?;
+        let sources = i64::try_from(view.inventory_len()).unwrap_or(i64::MAX);
+        family(
+            &mut encoder,
+            "gatekeeper_inventory_sources",
+            "Sources in the inventory (every source that sent a gated SYN, up to \
+             --inventory-size).",
+            &[(&[], ConstGauge::new(sources))],
+        )?;
+
         let allowed = state.ledger.allowed(&per_id);
         let connector_labels: Vec<[(&str, &str); 1]> = allowed
             .iter()

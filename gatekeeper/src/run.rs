@@ -8,8 +8,11 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use aya::maps::{MapData, RingBuf};
+use gatekeeper_common::{DenyEvent, FAMILY_V4, MODE_MONITOR};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::{
+    io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
@@ -36,6 +39,10 @@ pub struct RunConfig {
     pub load: LoadOptions,
     /// Where to serve `/metrics` and `/healthz`; `None` serves nothing.
     pub metrics: Option<SocketAddr>,
+    /// Sources the inventory remembers.
+    pub inventory_size: u32,
+    /// Deny events each CPU may log per second.
+    pub log_rate: u64,
 }
 
 /// Why `gatekeeper run` could not start or keep going.
@@ -81,10 +88,23 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     live::prepare_pin_dir(&config.pin_dir)?;
     live::refuse_if_taken(&config.pin_dir, &config.ifaces)?;
 
-    let mut datapath = Datapath::load_pinned(&config.pin_dir)?;
+    let mut datapath = Datapath::load_pinned(&config.pin_dir, config.inventory_size)?;
     let _map_pins = MapPins(config.pin_dir.clone());
     let generation = datapath.install(&policy)?;
     log_policy(&policy, generation, "policy loaded");
+    // A burst of a tenth of a second's worth, at least one event.
+    let burst = (config.log_rate / 10).max(1);
+    datapath.set_log_rate(config.log_rate, burst)?;
+    if let Some(events) = datapath.take_events() {
+        // SAFETY: the ring buffer owns its descriptor and keeps it open,
+        // unchanged, until it is dropped, which happens only with the AsyncFd.
+        let events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+            .map_err(|error| RunError::Setup {
+                what: "the deny-event reader",
+                source: Box::new(error.into_parts().1),
+            })?;
+        tokio::spawn(log_deny_events(events));
+    }
     let state: SharedState = Arc::new(Mutex::new(ControllerState::default()));
     record_install(&state, &datapath, &policy);
 
@@ -273,4 +293,75 @@ fn watch(
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(setup)?;
     Ok(watcher)
+}
+
+/// Logs each deny event the program sends, one line each.
+async fn log_deny_events(mut events: AsyncFd<RingBuf<MapData>>) {
+    loop {
+        let Ok(mut guard) = events.readable_mut().await else {
+            tracing::error!("the deny-event ring buffer cannot be read; deny logging stops");
+            return;
+        };
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            if let Some(event) = parse_event(&item) {
+                log_event(&event);
+            }
+        }
+        guard.clear_ready();
+    }
+}
+
+fn parse_event(bytes: &[u8]) -> Option<DenyEvent> {
+    if bytes.len() < size_of::<DenyEvent>() {
+        return None;
+    }
+    // SAFETY: the length is checked; DenyEvent is plain old data and the
+    // read tolerates any alignment.
+    Some(unsafe { bytes.as_ptr().cast::<DenyEvent>().read_unaligned() })
+}
+
+fn log_event(event: &DenyEvent) {
+    let (family, source, destination) = if event.family == FAMILY_V4 {
+        let v4 =
+            |bytes: &[u8; 16]| std::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        ("ipv4", v4(&event.source), v4(&event.destination))
+    } else {
+        (
+            "ipv6",
+            std::net::IpAddr::from(event.source),
+            std::net::IpAddr::from(event.destination),
+        )
+    };
+    let iface = interface_name(event.ifindex);
+    let (verdict, mode) = if event.mode == MODE_MONITOR {
+        ("would-deny", "monitor")
+    } else {
+        ("deny", "enforce")
+    };
+    tracing::info!(
+        target: "gatekeeper::deny",
+        verdict,
+        %source,
+        source_port = event.source_port,
+        %destination,
+        destination_port = event.destination_port,
+        iface,
+        family,
+        mode,
+        "{verdict}"
+    );
+}
+
+fn interface_name(ifindex: u32) -> String {
+    let mut buffer = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname needs.
+    let name = unsafe { libc::if_indextoname(ifindex, buffer.as_mut_ptr()) };
+    if name.is_null() {
+        return format!("ifindex {ifindex}");
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }

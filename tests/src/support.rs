@@ -110,6 +110,10 @@ impl Expect {
             (verdict, None) => panic!("a gated expectation ({verdict}) needs a family"),
         };
         values[verdict_counter] = 1;
+        // No deny-log rate is set, so every deny event is counted as dropped.
+        if matches!(self.verdict, Verdict::Deny | Verdict::WouldDeny) {
+            values[counter::EVENTS_DROPPED] = 1;
+        }
         if self.tiny_fragment {
             values[counter::TINY_FRAGMENT] = 1;
         }
