@@ -50,6 +50,7 @@ use aya_ebpf::{
     },
     programs::XdpContext,
 };
+use aya_log_ebpf::debug;
 use gatekeeper_common::{
     Config, ConnectorCounters, ConnectorName, Counters, DEFAULT_INVENTORY_SIZE, DenyEvent,
     EVENTS_RING_BYTES, FAMILY_V4, FAMILY_V6, FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key, LogSettings,
@@ -241,6 +242,33 @@ fn judge(ctx: &XdpContext, gated: &Gated, counters: &mut [u64; counter::COUNT]) 
     // SAFETY: a helper without arguments or preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     record_source(flow, connector.is_some(), now);
+    // Off unless the controller loads the program with `--ebpf-log debug`;
+    // then the verifier keeps it, and it costs a ring-buffer write per
+    // gated SYN.
+    let connector_id = connector.unwrap_or(u32::MAX);
+    if flow.family == FAMILY_V4 {
+        let source = u32::from_be_bytes([
+            flow.source[0],
+            flow.source[1],
+            flow.source[2],
+            flow.source[3],
+        ]);
+        debug!(
+            ctx,
+            "gated SYN from {:i} to port {}, connector id {}",
+            source,
+            flow.destination_port,
+            connector_id
+        );
+    } else {
+        debug!(
+            ctx,
+            "gated SYN from {:i} to port {}, connector id {}",
+            flow.source,
+            flow.destination_port,
+            connector_id
+        );
+    }
 
     if let Some(connector) = connector {
         counters[allow_at] += 1;

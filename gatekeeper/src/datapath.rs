@@ -127,6 +127,24 @@ pub enum DatapathError {
     },
 }
 
+/// How to load the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadSettings {
+    /// Sources the inventory remembers.
+    pub inventory_size: u32,
+    /// Keep the program's debug log statements (one per gated SYN).
+    pub ebpf_debug_log: bool,
+}
+
+impl Default for LoadSettings {
+    fn default() -> Self {
+        Self {
+            inventory_size: DEFAULT_INVENTORY_SIZE,
+            ebpf_debug_log: false,
+        }
+    }
+}
+
 /// What the program decided for one frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -304,7 +322,7 @@ impl Datapath {
     /// Fails without `CAP_BPF`/`CAP_NET_ADMIN`, when the kernel's verifier
     /// rejects the program, or when the embedded object is inconsistent.
     pub fn load() -> Result<Self, DatapathError> {
-        Self::load_inner(None, DEFAULT_INVENTORY_SIZE)
+        Self::load_inner(None, LoadSettings::default())
     }
 
     /// Like [`Datapath::load`], and pins every map under `dir` (which must
@@ -316,13 +334,21 @@ impl Datapath {
     /// As [`Datapath::load`], or a map that cannot be pinned (a pin of that
     /// name exists already, say). Maps pinned before the failure are
     /// unpinned again.
-    pub fn load_pinned(dir: &Path, inventory_size: u32) -> Result<Self, DatapathError> {
-        Self::load_inner(Some(dir), inventory_size)
+    pub fn load_pinned(dir: &Path, settings: LoadSettings) -> Result<Self, DatapathError> {
+        Self::load_inner(Some(dir), settings)
     }
 
-    fn load_inner(pin_dir: Option<&Path>, inventory_size: u32) -> Result<Self, DatapathError> {
+    fn load_inner(pin_dir: Option<&Path>, settings: LoadSettings) -> Result<Self, DatapathError> {
+        // aya-log's levels: 0 silences every log statement in the program,
+        // and the verifier then drops them as dead code.
+        let log_level: u8 = if settings.ebpf_debug_log {
+            aya_log::Level::Debug as u8
+        } else {
+            0
+        };
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(INVENTORY_MAP, inventory_size)
+            .map_max_entries(INVENTORY_MAP, settings.inventory_size)
+            .override_global(aya_log::LEVEL, &log_level, true)
             .load(OBJECT)
             .map_err(DatapathError::Object)?;
         let program: &mut Xdp = ebpf
@@ -379,6 +405,13 @@ impl Datapath {
                 what: format!("a rate of {rate_per_sec} events/s with a burst of {burst}"),
                 source,
             })
+    }
+
+    /// The reader of the program's own log statements (loaded with
+    /// [`LoadSettings::ebpf_debug_log`]), forwarding them to `logger`;
+    /// `None` after the first call.
+    pub fn take_ebpf_logger<T: log::Log>(&mut self, logger: T) -> Option<aya_log::EbpfLogger<T>> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger).ok()
     }
 
     /// The ring buffer of deny events, to read them; `None` after the first

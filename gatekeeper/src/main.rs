@@ -87,6 +87,14 @@ enum XdpModeArg {
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EbpfLog {
+    /// No log statements in the program.
+    Off,
+    /// One debug line per gated SYN.
+    Debug,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -123,6 +131,11 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     log_rate: u64,
+    /// The XDP program's own log: `debug` logs one line per gated SYN (for
+    /// troubleshooting; it costs a ring-buffer write per SYN), `off` compiles
+    /// the log statements out at load.
+    #[arg(long, value_enum, default_value = "off")]
+    ebpf_log: EbpfLog,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -444,7 +457,13 @@ fn write_totals(out: &mut impl io::Write, totals: &Totals) -> io::Result<()> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let level = if matches!(args.ebpf_log, EbpfLog::Debug) {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
     let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
         .with_writer(io::stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
     match args.log_format {
@@ -466,6 +485,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         metrics: args.metrics.0,
         inventory_size: args.inventory_size,
         log_rate: args.log_rate,
+        ebpf_debug_log: matches!(args.ebpf_log, EbpfLog::Debug),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -18,7 +18,7 @@ use tokio::{
 };
 
 use crate::{
-    datapath::{Datapath, DatapathError},
+    datapath::{Datapath, DatapathError, LoadSettings},
     live::{self, Attachment, LiveError, XdpChoice},
     metrics::{self, ControllerState, SharedState},
     policy::{LoadOptions, Policy, PolicyError},
@@ -43,6 +43,8 @@ pub struct RunConfig {
     pub inventory_size: u32,
     /// Deny events each CPU may log per second.
     pub log_rate: u64,
+    /// Keep the program's debug log statements and log them.
+    pub ebpf_debug_log: bool,
 }
 
 /// Why `gatekeeper run` could not start or keep going.
@@ -88,7 +90,23 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     live::prepare_pin_dir(&config.pin_dir)?;
     live::refuse_if_taken(&config.pin_dir, &config.ifaces)?;
 
-    let mut datapath = Datapath::load_pinned(&config.pin_dir, config.inventory_size)?;
+    let settings = LoadSettings {
+        inventory_size: config.inventory_size,
+        ebpf_debug_log: config.ebpf_debug_log,
+    };
+    let mut datapath = Datapath::load_pinned(&config.pin_dir, settings)?;
+    if config.ebpf_debug_log
+        && let Some(logger) = datapath.take_ebpf_logger(TracingLog)
+    {
+        // SAFETY: the logger owns its ring buffer's descriptor and keeps it
+        // open, unchanged, for as long as the AsyncFd holds the logger.
+        let logger = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+            .map_err(|error| RunError::Setup {
+                what: "the eBPF log reader",
+                source: Box::new(error.into_parts().1),
+            })?;
+        tokio::spawn(forward_ebpf_log(logger));
+    }
     let _map_pins = MapPins(config.pin_dir.clone());
     let generation = datapath.install(&policy)?;
     log_policy(&policy, generation, "policy loaded");
@@ -364,4 +382,31 @@ fn interface_name(ifindex: u32) -> String {
     unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// Forwards the program's aya-log records to tracing, under the target
+/// `gatekeeper::ebpf`.
+struct TracingLog;
+
+impl log::Log for TracingLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        tracing::debug!(target: "gatekeeper::ebpf", "{}", record.args());
+    }
+
+    fn flush(&self) {}
+}
+
+async fn forward_ebpf_log(mut logger: AsyncFd<aya_log::EbpfLogger<TracingLog>>) {
+    loop {
+        let Ok(mut guard) = logger.readable_mut().await else {
+            tracing::error!("the eBPF log ring buffer cannot be read; eBPF logging stops");
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
 }

@@ -294,3 +294,29 @@ fn the_deny_log_keeps_to_its_rate_and_counts_the_rest() {
         "{sample_line}"
     );
 }
+
+#[test]
+fn the_programs_own_debug_log_is_off_unless_asked_for() {
+    require_root();
+    let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
+    let policy = PolicyDir::new("ebpf-log", ENFORCE);
+
+    for (extra, expect_lines) in [(&[][..], false), (&["--ebpf-log", "debug"][..], true)] {
+        let pins = pin_dir();
+        let mut daemon = Daemon::start(&link, &policy.path(), &pins, extra);
+        assert!(smtp_connect(&link, "203.0.113.1:25").is_err());
+        daemon.wait_for_log("gatekeeper::deny", Duration::from_secs(10));
+        let log = daemon.log();
+        let line = log.lines().find(|line| line.contains("gatekeeper::ebpf"));
+        if expect_lines {
+            let line = line.unwrap_or_else(|| panic!("no eBPF log line in:\n{log}"));
+            assert!(
+                line.contains("gated SYN from 203.0.113.9 to port 25, connector id 4294967295"),
+                "{line}"
+            );
+        } else {
+            assert_eq!(line, None, "the eBPF log is on by default:\n{log}");
+        }
+        assert!(daemon.stop().success());
+    }
+}
