@@ -359,7 +359,6 @@ fn log_event(event: &DenyEvent) {
     };
     tracing::info!(
         target: "gatekeeper::deny",
-        verdict,
         %source,
         source_port = event.source_port,
         %destination,
