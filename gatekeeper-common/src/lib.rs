@@ -19,6 +19,11 @@
 
 /// Name of the XDP function in the object file.
 pub const PROGRAM_NAME: &str = "gatekeeper";
+/// An XDP program in the same object that drops every frame: the floor the
+/// benchmarks measure against. The controller never loads it.
+pub const FLOOR_PROGRAM_NAME: &str = "gatekeeper_floor";
+/// An XDP program in the same object that passes every frame.
+pub const PASS_PROGRAM_NAME: &str = "gatekeeper_pass";
 
 /// Map holding the active slot: one `u32` at index 0.
 pub const ACTIVE_MAP: &str = "GK_ACTIVE";

@@ -681,6 +681,20 @@ fn ptr_in<T>(ctx: &XdpContext, offset: usize, limit: usize) -> Option<*const T> 
     ptr_at(ctx, offset)
 }
 
+/// The floor of the benchmarks: the cheapest XDP program there is, which
+/// drops everything. Loaded only by `cargo xtask bench` and `loadtest`.
+#[xdp]
+pub fn gatekeeper_floor(_ctx: XdpContext) -> u32 {
+    XDP_DROP
+}
+
+/// No filter at all, for the load test's baseline. Loaded only by
+/// `cargo xtask loadtest`.
+#[xdp]
+pub fn gatekeeper_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -33,6 +33,48 @@ use crate::{
 /// The XDP program, built for this machine's byte order by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gatekeeper"));
 
+/// Runs `frame` through `program` `repeat` times with `BPF_PROG_RUN` and
+/// returns the kernel's average time per run.
+///
+/// # Errors
+///
+/// The kernel refused the run.
+pub fn time_program(
+    program: &Xdp,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<std::time::Duration, DatapathError> {
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .map_err(|source| DatapathError::TestRun {
+            len: frame.len(),
+            source,
+        })?;
+    Ok(result.duration)
+}
+
+/// Loads one of the reference programs of the object
+/// ([`gatekeeper_common::FLOOR_PROGRAM_NAME`] or
+/// [`gatekeeper_common::PASS_PROGRAM_NAME`]) for benchmarks, unattached.
+///
+/// # Errors
+///
+/// As [`Datapath::load`].
+pub fn load_reference_program(name: &str) -> Result<Ebpf, DatapathError> {
+    let mut ebpf = Ebpf::load(OBJECT).map_err(DatapathError::Object)?;
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::MissingProgram)?
+        .try_into()
+        .map_err(DatapathError::LoadProgram)?;
+    program.load().map_err(DatapathError::LoadProgram)?;
+    Ok(ebpf)
+}
+
 /// XDP return codes, from `enum xdp_action`.
 pub const XDP_ABORTED: u32 = 0;
 /// Drop the frame.
@@ -736,6 +778,20 @@ impl Datapath {
                 source,
             })?;
         Ok(connector_totals(per_cpu.iter()))
+    }
+
+    /// Runs `frame` through the program `repeat` times with `BPF_PROG_RUN`
+    /// and returns the kernel's average time per run.
+    ///
+    /// # Errors
+    ///
+    /// The kernel refused the run.
+    pub fn time_frame(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<std::time::Duration, DatapathError> {
+        time_program(self.program(), frame, repeat)
     }
 
     /// Runs one frame through the program with `BPF_PROG_RUN` and reads the

@@ -58,7 +58,12 @@ pub fn test(test_args: &[String]) -> Result<()> {
     // its own outcomes and fails when a connection goes the wrong way.
     println!("==> the demo (`cargo xtask demo`)");
     crate::demo::demo().context("the demo failed")?;
-    println!("==> all {} test stages and the demo passed", STAGES.len());
+    println!("==> the benchmark in its quick mode (`cargo xtask bench --quick`)");
+    crate::bench::smoke().context("the quick benchmark failed")?;
+    println!(
+        "==> all {} test stages, the demo and the quick benchmark passed",
+        STAGES.len()
+    );
     Ok(())
 }
 

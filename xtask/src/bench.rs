@@ -1,0 +1,59 @@
+//! `cargo xtask bench`: the XDP program's cost per frame, through
+//! BPF_PROG_RUN, against an empty XDP_DROP program measured in the same run.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    cmd::{cargo, run},
+    setup::{Mode, setup},
+};
+
+/// Installs what is missing, then runs the benchmark binary of the tests
+/// crate. Times are measured by the kernel, so the build profile of the
+/// binary does not change them.
+///
+/// # Errors
+///
+/// When setup or the benchmark fails.
+pub fn bench(quick: bool, json: Option<PathBuf>) -> Result<()> {
+    setup(Mode::Install)?;
+    let mut command = cargo();
+    command.args([
+        "run",
+        "--quiet",
+        "--package",
+        "gatekeeper-tests",
+        "--bin",
+        "gatekeeper-bench",
+        "--",
+    ]);
+    if quick {
+        command.arg("--quick");
+    }
+    if let Some(path) = json {
+        command.arg("--json").arg(path);
+    }
+    run(&mut command)
+}
+
+/// Runs `bench --quick` and checks that it printed a complete table: CI runs
+/// the benchmark to see that it works, never to judge its times.
+///
+/// # Errors
+///
+/// When the benchmark fails or its JSON lacks rows.
+pub fn smoke() -> Result<()> {
+    let json = std::env::temp_dir().join(format!("gatekeeper-bench-{}.json", std::process::id()));
+    bench(true, Some(json.clone()))?;
+    let text = std::fs::read_to_string(&json)
+        .with_context(|| format!("reading the benchmark's JSON at {}", json.display()))?;
+    let _ = std::fs::remove_file(&json);
+    let rows = text.matches("\"ns_per_frame\"").count();
+    // Two allowlist sizes times nine traffic classes in quick mode.
+    if rows != 18 {
+        bail!("the quick benchmark printed {rows} rows instead of 18:\n{text}");
+    }
+    Ok(())
+}
