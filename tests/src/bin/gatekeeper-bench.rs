@@ -234,6 +234,25 @@ fn measure(program: &aya::programs::Xdp, frames: &[Vec<u8>], repeat: u32, runs: 
     means[means.len() / 2]
 }
 
+/// Kernel memory charged to the BPF maps this process holds, in bytes: the
+/// sum of `memlock` over the map descriptors in /proc/self/fdinfo (the
+/// kernel counts LPM trie and hash nodes as they are allocated).
+fn map_memory() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .filter(|info| info.contains("map_type:"))
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("memlock:"))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 struct Row {
     size: String,
     class: &'static str,
@@ -285,6 +304,7 @@ fn main() {
     );
 
     let mut rows = Vec::new();
+    let mut installs: Vec<serde_json::Value> = Vec::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let largest_v6 = *sizes_v6.last().expect("an IPv6 size");
     let prefixes_v6_all = v6_prefixes(largest_v6, &mut rng);
@@ -298,17 +318,26 @@ fn main() {
             let mut sources = prefixes_v4.clone();
             sources.extend_from_slice(&prefixes_v6);
 
+            let before = map_memory();
             let mut datapath = Datapath::load().expect("loading the XDP program");
             let started = Instant::now();
             datapath
                 .install(&policy(sources))
                 .expect("installing the bench policy");
             let install = started.elapsed();
+            let memory = map_memory().saturating_sub(before);
             let size = format!("{size_v4}/{size_v6}");
             println!(
-                "-- {size_v4} IPv4 and {size_v6} IPv6 prefixes (installed in {:.2} s)",
-                install.as_secs_f64()
+                "-- {size_v4} IPv4 and {size_v6} IPv6 prefixes (installed in {:.2} s; \
+                 the maps hold {:.1} MiB)",
+                install.as_secs_f64(),
+                memory as f64 / (1024.0 * 1024.0)
             );
+            installs.push(serde_json::json!({
+                "allowlist": size,
+                "install_seconds": install.as_secs_f64(),
+                "map_bytes": memory,
+            }));
             for class in classes(&prefixes_v4, &prefixes_v6, frames_per_class) {
                 let ns = {
                     let program = datapath.program();
@@ -337,6 +366,7 @@ fn main() {
             "runs": runs,
             "frames_per_class": frames_per_class,
             "quick": options.quick,
+            "installs": installs,
             "rows": rows.iter().map(|row| serde_json::json!({
                 "allowlist": row.size,
                 "traffic": row.class,
