@@ -24,7 +24,9 @@
 //! A gated SYN is looked up by source address in the active slot's allowlist:
 //! a match passes and is counted for the connector it names; no match is
 //! dropped in enforce mode and passed but counted as would-deny in monitor
-//! mode.
+//! mode. Every gated SYN is then recorded in the source inventory, and every
+//! deny or would-deny is sent to the deny log's ring buffer when this CPU's
+//! token bucket has a token, or counted as dropped.
 #![no_std]
 #![no_main]
 // The BPF target has atomic loads and stores but no atomic types with
