@@ -75,6 +75,10 @@ pub fn load_reference_program(name: &str) -> Result<Ebpf, DatapathError> {
     Ok(ebpf)
 }
 
+/// How long to wait for program runs on the old slot to finish when the
+/// RCU barrier is unavailable.
+const FALLBACK_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// XDP return codes, from `enum xdp_action`.
 pub const XDP_ABORTED: u32 = 0;
 /// Drop the frame.
@@ -109,9 +113,6 @@ pub enum DatapathError {
     /// The maps for the RCU barrier could not be created.
     #[error("creating the map-in-map used to wait for running programs")]
     Barrier(#[source] io::Error),
-    /// Waiting for running programs failed.
-    #[error("waiting for running programs to leave the old policy slot")]
-    Wait(#[source] io::Error),
     /// A map could not be pinned.
     #[error("pinning map {name} at {path}")]
     Pin {
@@ -542,19 +543,25 @@ impl Datapath {
             self.clear_slot(&next);
             return Err(error);
         }
-        self.maps
-            .active
-            .set(0, slot, 0)
-            .map_err(|source| DatapathError::Write {
+        if let Err(source) = self.maps.active.set(0, slot, 0) {
+            self.clear_slot(&next);
+            return Err(DatapathError::Write {
                 map: ACTIVE_MAP,
                 what: format!("active slot {slot}"),
                 source,
-            })?;
-        self.barrier.wait().map_err(DatapathError::Wait)?;
+            });
+        }
 
-        // No program run can count for the old policy any more: settle
-        // what its connectors counted.
-        let counts = self.connector_counts()?;
+        // From here on the new policy is live: nothing may fail half-way.
+        if self.barrier.wait().is_err() {
+            // Without the barrier, wait far longer than any program run
+            // lasts (microseconds) before the old slot is cleared.
+            std::thread::sleep(FALLBACK_GRACE);
+        }
+        // No program run can count for the old policy any more: settle what
+        // its connectors counted. (Should the read fail, counts start from
+        // zero, which can only over-count a reused id.)
+        let counts = self.connector_counts().unwrap_or_default();
         self.ledger.rebase(&next.connectors, &counts);
         if let Some(old) = self.live.replace(next) {
             self.clear_slot(&old);
