@@ -17,6 +17,58 @@ use std::{
 
 use crate::{netns::Link, support::gatekeeper_bin};
 
+/// The policy most live tests run: enforce mode, port 25, one connector
+/// holding the internet side's first address of each family.
+pub const ENFORCE_POLICY: &str = r#"
+mode = "enforce"
+ports = [25]
+
+[[connector]]
+name = "upstream-filter"
+sources = ["198.51.100.0/24", "2001:db8:100::/48"]
+"#;
+
+/// A policy file in a scratch directory of its own, removed on drop.
+pub struct PolicyFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl PolicyFile {
+    /// Writes `text` as a new policy file.
+    pub fn new(text: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("gk-policy-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating the policy directory");
+        let file = Self {
+            path: dir.join("policy.toml"),
+            dir,
+        };
+        file.replace(text);
+        file
+    }
+
+    /// Replaces the file the way editors save: write a new file, rename it
+    /// over the old one.
+    pub fn replace(&self, text: &str) {
+        let next = self.dir.join(".policy.toml.new");
+        std::fs::write(&next, text).expect("writing the new policy");
+        std::fs::rename(&next, &self.path).expect("renaming the new policy into place");
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PolicyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The banner the listener greets every client with.
 pub const BANNER: &str = "220 gateway.example ESMTP\r\n";
 

@@ -2,74 +2,21 @@
 //! TCP handshakes, the real policy file, and the live commands reading the
 //! pins.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use gatekeeper_tests::{
     live::{
-        BANNER, Daemon, GATEWAY_ADDRS, OUTSIDE_ADDRS, SmtpListener, gatekeeper, pin_dir,
-        smtp_connect, status_json,
+        BANNER, Daemon, ENFORCE_POLICY, GATEWAY_ADDRS, OUTSIDE_ADDRS, PolicyFile, SmtpListener,
+        gatekeeper, pin_dir, smtp_connect, status_json,
     },
     netns::Link,
     support::require_root,
 };
 
-const ENFORCE: &str = r#"
-mode = "enforce"
-ports = [25]
-
-[[connector]]
-name = "upstream-filter"
-sources = ["198.51.100.0/24", "2001:db8:100::/48"]
-"#;
-
 const ALLOWED_V4: &str = "198.51.100.1:25";
 const STRANGER_V4: &str = "203.0.113.1:25";
 const ALLOWED_V6: &str = "[2001:db8:100::1]:25";
 const STRANGER_V6: &str = "[2001:db8:bad::1]:25";
-
-/// A policy file in a directory of its own, removed on drop.
-struct PolicyFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl PolicyFile {
-    fn new(text: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("gk-live-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("creating the policy directory");
-        let file = Self {
-            path: dir.join("policy.toml"),
-            dir,
-        };
-        file.replace(text);
-        file
-    }
-
-    /// Replaces the file the way editors save: write a new file, rename it
-    /// over the old one.
-    fn replace(&self, text: &str) {
-        let next = self.dir.join(".policy.toml.new");
-        std::fs::write(&next, text).expect("writing the new policy");
-        std::fs::rename(&next, &self.path).expect("renaming the new policy into place");
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for PolicyFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn gateway() -> (Link, SmtpListener) {
     require_root();
@@ -115,7 +62,7 @@ fn allowed_for(status: &serde_json::Value, connector: &str) -> u64 {
 #[test]
 fn enforce_admits_connectors_and_drops_everyone_else() {
     let (link, _listener) = gateway();
-    let policy = PolicyFile::new(ENFORCE);
+    let policy = PolicyFile::new(ENFORCE_POLICY);
     let pins = pin_dir();
     let daemon = Daemon::start(&link, policy.path(), &pins, &[]);
 
@@ -158,7 +105,7 @@ fn enforce_admits_connectors_and_drops_everyone_else() {
 #[test]
 fn monitor_admits_everyone_and_counts_would_deny() {
     let (link, _listener) = gateway();
-    let policy = PolicyFile::new(&ENFORCE.replace("enforce", "monitor"));
+    let policy = PolicyFile::new(&ENFORCE_POLICY.replace("enforce", "monitor"));
     let pins = pin_dir();
     let _daemon = Daemon::start(&link, policy.path(), &pins, &["--xdp-mode", "skb"]);
 
@@ -179,12 +126,12 @@ fn monitor_admits_everyone_and_counts_would_deny() {
 #[test]
 fn the_policy_reloads_live_and_a_broken_file_keeps_the_running_one() {
     let (link, _listener) = gateway();
-    let policy = PolicyFile::new(ENFORCE);
+    let policy = PolicyFile::new(ENFORCE_POLICY);
     let pins = pin_dir();
     let mut daemon = Daemon::start(&link, policy.path(), &pins, &[]);
     assert_refused(&link, STRANGER_V4);
 
-    let admitting = ENFORCE.replace(
+    let admitting = ENFORCE_POLICY.replace(
         r#"sources = ["198.51.100.0/24", "2001:db8:100::/48"]"#,
         r#"sources = ["198.51.100.0/24", "2001:db8:100::/48", "203.0.113.0/24"]"#,
     );
@@ -193,7 +140,7 @@ fn the_policy_reloads_live_and_a_broken_file_keeps_the_running_one() {
     assert_admitted(&link, STRANGER_V4);
     assert_eq!(status_json(&pins)["policy"]["generation"], 2);
 
-    policy.replace(ENFORCE);
+    policy.replace(ENFORCE_POLICY);
     daemon.wait_for_logs("policy reloaded", 2, Duration::from_secs(10));
     assert_refused(&link, STRANGER_V4);
 
@@ -219,7 +166,7 @@ fn the_policy_reloads_live_and_a_broken_file_keeps_the_running_one() {
 #[test]
 fn check_answers_from_the_live_policy_and_from_a_file() {
     let (link, _listener) = gateway();
-    let policy = PolicyFile::new(ENFORCE);
+    let policy = PolicyFile::new(ENFORCE_POLICY);
     let pins = pin_dir();
     let _daemon = Daemon::start(&link, policy.path(), &pins, &[]);
     let dir = pins.to_str().unwrap();
@@ -259,7 +206,7 @@ fn check_answers_from_the_live_policy_and_from_a_file() {
 #[test]
 fn a_second_run_refuses_and_detach_removes_an_orphan() {
     let (link, _listener) = gateway();
-    let policy = PolicyFile::new(ENFORCE);
+    let policy = PolicyFile::new(ENFORCE_POLICY);
     let pins = pin_dir();
     let mut daemon = Daemon::start(&link, policy.path(), &pins, &[]);
 
@@ -316,7 +263,7 @@ fn a_vlan_tagged_path_is_judged_the_same() {
         return;
     };
     let _listener = SmtpListener::start(&link);
-    let policy = PolicyFile::new(ENFORCE);
+    let policy = PolicyFile::new(ENFORCE_POLICY);
     let pins = pin_dir();
     // Attached to the veth itself: the frames it sees carry the tag.
     let _daemon = Daemon::start(&link, policy.path(), &pins, &[]);
@@ -336,7 +283,7 @@ fn a_vlan_tagged_path_is_judged_the_same() {
 #[test]
 fn syns_to_addresses_outside_destinations_are_not_gated() {
     let (link, _listener) = gateway();
-    let policy = PolicyFile::new(&ENFORCE.replace(
+    let policy = PolicyFile::new(&ENFORCE_POLICY.replace(
         "ports = [25]",
         "ports = [25]\ndestinations = [\"198.51.100.1\", \"2001:db8:100::1\"]",
     ));

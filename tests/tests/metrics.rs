@@ -12,7 +12,8 @@ use std::{
 
 use gatekeeper_tests::{
     live::{
-        Daemon, GATEWAY_ADDRS, OUTSIDE_ADDRS, SmtpListener, http_get, pin_dir, sample, smtp_connect,
+        Daemon, GATEWAY_ADDRS, OUTSIDE_ADDRS, PolicyFile, SmtpListener, http_get, pin_dir, sample,
+        smtp_connect,
     },
     netns::Link,
     support::require_root,
@@ -45,12 +46,6 @@ name = "printers"
 sources = ["192.0.2.64/27"]
 "#;
 
-fn write_policy(dir: &std::path::Path, text: &str) {
-    let next = dir.join(".next.toml");
-    std::fs::write(&next, text).expect("writing the policy");
-    std::fs::rename(&next, dir.join("policy.toml")).expect("renaming the policy into place");
-}
-
 fn scrape(link: &Link) -> String {
     let (status, body) = http_get(link, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
@@ -62,11 +57,9 @@ fn metrics_count_exactly_the_attempts_made() {
     require_root();
     let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
     let _listener = SmtpListener::start(&link);
-    let dir = std::env::temp_dir().join(format!("gk-metrics-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("creating the policy directory");
-    write_policy(&dir, ENFORCE);
+    let policy = PolicyFile::new(ENFORCE);
     let pins = pin_dir();
-    let mut daemon = Daemon::start(&link, &dir.join("policy.toml"), &pins, &[]);
+    let mut daemon = Daemon::start(&link, policy.path(), &pins, &[]);
 
     for _ in 0..2 {
         assert!(smtp_connect(&link, "198.51.100.1:25").is_ok());
@@ -77,7 +70,7 @@ fn metrics_count_exactly_the_attempts_made() {
     }
 
     // Reordered connectors and monitor mode: counts carry on by name.
-    write_policy(&dir, MONITOR);
+    policy.replace(MONITOR);
     daemon.wait_for_log("policy reloaded", Duration::from_secs(10));
     for _ in 0..2 {
         assert!(smtp_connect(&link, "203.0.113.1:25").is_ok());
@@ -149,19 +142,15 @@ fn metrics_count_exactly_the_attempts_made() {
         (status.as_str(), body.as_str()),
         ("HTTP/1.1 200 OK", "ok\n")
     );
-
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn metrics_answer_while_the_policy_reloads() {
     require_root();
     let link = Arc::new(Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS));
-    let dir = std::env::temp_dir().join(format!("gk-metrics-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("creating the policy directory");
-    write_policy(&dir, ENFORCE);
+    let policy = PolicyFile::new(ENFORCE);
     let pins = pin_dir();
-    let mut daemon = Daemon::start(&link, &dir.join("policy.toml"), &pins, &[]);
+    let mut daemon = Daemon::start(&link, policy.path(), &pins, &[]);
 
     let done = Arc::new(AtomicBool::new(false));
     let scraper = {
@@ -190,5 +179,4 @@ fn metrics_answer_while_the_policy_reloads() {
     );
     let last = sample(&scrape(&link), "gatekeeper_policy_generation");
     assert_eq!(last, (RELOADS + 1) as f64);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,50 +11,12 @@ use std::{
 use gatekeeper_tests::{
     frames::{Frame, TcpSeg},
     live::{
-        Daemon, GATEWAY_ADDRS, OUTSIDE_ADDRS, SmtpListener, gatekeeper, http_get, pin_dir, sample,
-        smtp_connect,
+        Daemon, ENFORCE_POLICY, GATEWAY_ADDRS, OUTSIDE_ADDRS, PolicyFile, SmtpListener, gatekeeper,
+        http_get, pin_dir, sample, smtp_connect,
     },
     netns::Link,
     support::require_root,
 };
-
-const ENFORCE: &str = r#"
-mode = "enforce"
-ports = [25]
-
-[[connector]]
-name = "upstream-filter"
-sources = ["198.51.100.0/24", "2001:db8:100::/48"]
-"#;
-
-/// A policy file in a scratch directory, removed on drop.
-struct PolicyDir(std::path::PathBuf);
-
-impl PolicyDir {
-    fn new(name: &str, text: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("gk-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("creating the policy directory");
-        let policy = Self(dir);
-        policy.write(text);
-        policy
-    }
-
-    fn path(&self) -> std::path::PathBuf {
-        self.0.join("policy.toml")
-    }
-
-    fn write(&self, text: &str) {
-        let next = self.0.join(".next.toml");
-        std::fs::write(&next, text).expect("writing the policy");
-        std::fs::rename(&next, self.path()).expect("renaming the policy into place");
-    }
-}
-
-impl Drop for PolicyDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn inventory(pins: &std::path::Path, extra: &[&str]) -> String {
     let mut args = vec!["inventory", "--pin-dir", pins.to_str().unwrap()];
@@ -73,9 +35,9 @@ fn the_inventory_lists_exactly_the_sources_seen_and_suggest_admits_them() {
     require_root();
     let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
     let _listener = SmtpListener::start(&link);
-    let policy = PolicyDir::new("inventory", ENFORCE);
+    let policy = PolicyFile::new(ENFORCE_POLICY);
     let pins = pin_dir();
-    let mut daemon = Daemon::start(&link, &policy.path(), &pins, &[]);
+    let mut daemon = Daemon::start(&link, policy.path(), &pins, &[]);
 
     for _ in 0..2 {
         assert!(smtp_connect(&link, "198.51.100.1:25").is_ok());
@@ -118,7 +80,7 @@ fn the_inventory_lists_exactly_the_sources_seen_and_suggest_admits_them() {
 
     // Appending the suggestion admits both unauthorized sources.
     let suggestion = inventory(&pins, &["--suggest"]);
-    policy.write(&format!("{ENFORCE}\n{suggestion}"));
+    policy.replace(&format!("{ENFORCE_POLICY}\n{suggestion}"));
     daemon.wait_for_log("policy reloaded", Duration::from_secs(10));
     assert!(smtp_connect(&link, "203.0.113.1:25").is_ok());
     assert!(smtp_connect(&link, "[2001:db8:bad::1]:25").is_ok());
@@ -156,13 +118,13 @@ fn packet_socket(ifname: &str) -> (OwnedFd, libc::sockaddr_ll) {
 fn the_deny_log_keeps_to_its_rate_and_counts_the_rest() {
     require_root();
     let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
-    let policy = PolicyDir::new("flood", ENFORCE);
+    let policy = PolicyFile::new(ENFORCE_POLICY);
     let pins = pin_dir();
     const RATE: u64 = 50;
     const INVENTORY: u64 = 2048;
     let mut daemon = Daemon::start(
         &link,
-        &policy.path(),
+        policy.path(),
         &pins,
         &[
             "--log-rate",
@@ -299,11 +261,11 @@ fn the_deny_log_keeps_to_its_rate_and_counts_the_rest() {
 fn the_programs_own_debug_log_is_off_unless_asked_for() {
     require_root();
     let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
-    let policy = PolicyDir::new("ebpf-log", ENFORCE);
+    let policy = PolicyFile::new(ENFORCE_POLICY);
 
     for (extra, expect_lines) in [(&[][..], false), (&["--ebpf-log", "debug"][..], true)] {
         let pins = pin_dir();
-        let mut daemon = Daemon::start(&link, &policy.path(), &pins, extra);
+        let mut daemon = Daemon::start(&link, policy.path(), &pins, extra);
         assert!(smtp_connect(&link, "203.0.113.1:25").is_err());
         daemon.wait_for_log("gatekeeper::deny", Duration::from_secs(10));
         let log = daemon.log();
