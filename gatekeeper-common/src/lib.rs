@@ -31,9 +31,15 @@ pub const ACTIVE_MAP: &str = "GK_ACTIVE";
 pub const CONFIG_MAP: &str = "GK_CONFIG";
 /// Bitmap of gated ports: `u64` words, [`PORT_WORDS`] per slot.
 pub const PORTS_MAP: &str = "GK_PORTS";
+/// The allowlists of every slot compiled into [`TableChunk`]s; see [`table`].
+pub const TABLE_MAP: &str = "GK_TABLE";
 /// LPM trie of allowed IPv4 source prefixes, [`Ipv4Key`] to connector id.
+/// Used instead of [`TABLE_MAP`] only by a slot whose config has
+/// [`FLAG_TRIE_LOOKUP`]: the reference the table is tested and benchmarked
+/// against.
 pub const ALLOW_V4_MAP: &str = "GK_ALLOW_V4";
-/// LPM trie of allowed IPv6 source prefixes, [`Ipv6Key`] to connector id.
+/// LPM trie of allowed IPv6 source prefixes, [`Ipv6Key`] to connector id;
+/// see [`ALLOW_V4_MAP`].
 pub const ALLOW_V6_MAP: &str = "GK_ALLOW_V6";
 /// LPM trie of gated IPv4 destinations, [`Ipv4Key`] to [`DESTINATION_PRESENT`].
 pub const DEST_V4_MAP: &str = "GK_DEST_V4";
@@ -64,10 +70,11 @@ pub const EVENTS_RING_BYTES: u32 = 1 << 18;
 
 /// Every map the program defines, for checks that the object and the
 /// controller agree.
-pub const MAP_NAMES: [&str; 14] = [
+pub const MAP_NAMES: [&str; 15] = [
     ACTIVE_MAP,
     CONFIG_MAP,
     PORTS_MAP,
+    TABLE_MAP,
     ALLOW_V4_MAP,
     ALLOW_V6_MAP,
     DEST_V4_MAP,
@@ -109,6 +116,59 @@ pub const MODE_MONITOR: u32 = 2;
 /// [`Config::flags`]: only SYNs to the slot's destination tries are gated.
 pub const FLAG_HAS_DESTINATIONS: u32 = 1;
 
+/// [`Config::flags`]: look sources up in the LPM tries ([`ALLOW_V4_MAP`],
+/// [`ALLOW_V6_MAP`]) instead of the table. For tests and benchmarks.
+pub const FLAG_TRIE_LOOKUP: u32 = 2;
+
+/// `BPF_F_MMAPABLE`: the controller writes a slot's table through a shared
+/// memory mapping instead of one system call per chunk.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// The source allowlist as the program looks it up: a multibit trie in one
+/// BPF array of [`TableChunk`]s, compiled by the controller.
+///
+/// An address is resolved a byte at a time. Each slot owns a region of the
+/// array starting at its [`Config::table_base`]: first [`ROOT_CHUNKS`] root
+/// chunks, 256 for IPv4 and then 256 for IPv6, indexed by the address's
+/// first byte, so that the first two bytes cost one read; then the slot's
+/// pool of child chunks, one per further byte that some prefix needs. An
+/// entry is either a leaf ([`NO_CONNECTOR`] or a connector id plus one) or
+/// [`CHILD`] with the index of the chunk that resolves the next byte.
+/// Shorter prefixes are copied into the entries of every chunk below them
+/// that a longer prefix does not claim (leaf pushing), so the walk stops at
+/// the first leaf: at most 3 reads for IPv4 and 15 for IPv6, whatever the
+/// number of prefixes.
+pub mod table {
+    /// Entries per chunk: one per value of an address byte.
+    pub const CHUNK_ENTRIES: usize = 256;
+    /// Root chunks at the start of each slot's region.
+    pub const ROOT_CHUNKS: u32 = 512;
+    /// The first IPv6 root chunk, relative to the slot's region.
+    pub const V6_ROOTS: u32 = 256;
+    /// Entry bit: the rest of the entry is the index of a child chunk.
+    pub const CHILD: u32 = 1 << 31;
+    /// Leaf entry: no connector covers the address.
+    pub const NO_CONNECTOR: u32 = 0;
+    /// Default pool of child chunks per slot, besides the roots.
+    pub const DEFAULT_POOL_CHUNKS: u32 = 4096;
+}
+
+/// 256 table entries, one per value of an address byte; see [`table`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableChunk {
+    /// Leaf or child entries.
+    pub entries: [u32; table::CHUNK_ENTRIES],
+}
+
+impl Default for TableChunk {
+    fn default() -> Self {
+        Self {
+            entries: [table::NO_CONNECTOR; table::CHUNK_ENTRIES],
+        }
+    }
+}
+
 /// Value stored for each destination prefix.
 pub const DESTINATION_PRESENT: u32 = 1;
 
@@ -135,6 +195,10 @@ pub struct Config {
     pub sources_v6: u32,
     /// Destination prefixes in the policy, both families.
     pub destinations: u32,
+    /// Index of the slot's first chunk in [`TABLE_MAP`].
+    pub table_base: u32,
+    /// Child chunks the slot's table uses, besides the roots.
+    pub table_chunks: u32,
 }
 
 /// Longest connector name, in bytes.
@@ -331,6 +395,8 @@ mod user {
     unsafe impl aya::Pod for super::RateState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DenyEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TableChunk {}
 }
 
 #[cfg(test)]
@@ -341,7 +407,8 @@ mod tests {
 
     #[test]
     fn map_types_have_no_padding() {
-        assert_eq!(size_of::<Config>(), 40);
+        assert_eq!(size_of::<Config>(), 48);
+        assert_eq!(size_of::<TableChunk>(), 4 * table::CHUNK_ENTRIES);
         assert_eq!(size_of::<ConnectorName>(), CONNECTOR_NAME_LEN);
         assert_eq!(size_of::<SourceKey>(), 20);
         assert_eq!(size_of::<SourceRecord>(), 32);

@@ -21,7 +21,9 @@
 //!   (RFC 1858's tiny-fragment attack).
 //! * A frame cut short before the decision can be made passes.
 //!
-//! A gated SYN is looked up by source address in the active slot's allowlist:
+//! A gated SYN is looked up by source address in the active slot's allowlist,
+//! compiled by the controller into a table of byte-indexed chunks (see
+//! `gatekeeper_common::table`): a handful of array reads whatever its size.
 //! a match passes and is counted for the connector it names; no match is
 //! dropped in enforce mode and passed but counted as would-deny in monitor
 //! mode. Every gated SYN is then recorded in the source inventory, and every
@@ -54,11 +56,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use gatekeeper_common::{
-    Config, ConnectorCounters, ConnectorName, Counters, DEFAULT_INVENTORY_SIZE, DenyEvent,
-    EVENTS_RING_BYTES, FAMILY_V4, FAMILY_V6, FLAG_HAS_DESTINATIONS, Ipv4Key, Ipv6Key, LogSettings,
-    MAX_CONNECTORS, MAX_DESTINATION_PREFIXES, MAX_SOURCE_PREFIXES, MAX_V6_EXTENSION_HEADERS,
-    MODE_ENFORCE, MODE_MONITOR, PORT_WORDS, RateState, SLOT_PREFIX_BITS, SLOTS, SourceKey,
-    SourceRecord, counter,
+    BPF_F_MMAPABLE, Config, ConnectorCounters, ConnectorName, Counters, DEFAULT_INVENTORY_SIZE,
+    DenyEvent, EVENTS_RING_BYTES, FAMILY_V4, FAMILY_V6, FLAG_HAS_DESTINATIONS, FLAG_TRIE_LOOKUP,
+    Ipv4Key, Ipv6Key, LogSettings, MAX_CONNECTORS, MAX_DESTINATION_PREFIXES, MAX_SOURCE_PREFIXES,
+    MAX_V6_EXTENSION_HEADERS, MODE_ENFORCE, MODE_MONITOR, PORT_WORDS, RateState, SLOT_PREFIX_BITS,
+    SLOTS, SourceKey, SourceRecord, TableChunk, counter, table,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
@@ -73,8 +75,18 @@ static GK_CONFIG: Array<Config> = Array::with_max_entries(SLOTS, 0);
 #[map]
 static GK_PORTS: Array<u64> = Array::with_max_entries(SLOTS * PORT_WORDS, 0);
 
-// LPM tries allocate per entry, so the capacity costs nothing until used. It
-// holds two full policies: the live one and the one being written.
+// Every slot's region: root chunks, then its pool of child chunks. The
+// controller sizes it when it loads the program and writes a slot's region
+// through a memory mapping.
+#[map]
+static GK_TABLE: Array<TableChunk> = Array::with_max_entries(
+    SLOTS * (table::ROOT_CHUNKS + table::DEFAULT_POOL_CHUNKS),
+    BPF_F_MMAPABLE,
+);
+
+// The reference lookup (`FLAG_TRIE_LOOKUP`). LPM tries allocate per entry, so
+// the capacity costs nothing until used. It holds two full policies: the live
+// one and the one being written.
 #[map]
 static GK_ALLOW_V4: LpmTrie<Ipv4Key, u32> =
     LpmTrie::with_max_entries(SLOTS * MAX_SOURCE_PREFIXES, 0);
@@ -176,6 +188,8 @@ pub fn gatekeeper(ctx: XdpContext) -> u32 {
 struct Gated {
     slot: u32,
     mode: u32,
+    flags: u32,
+    table_base: u32,
     flow: Flow,
     tiny_fragment: bool,
     long_chain: bool,
@@ -215,29 +229,39 @@ fn judge(ctx: &XdpContext, gated: &Gated, counters: &mut [u64; counter::COUNT]) 
             flow.source[2],
             flow.source[3],
         ];
-        let key = Key::new(
-            SLOT_PREFIX_BITS + 32,
-            Ipv4Key {
-                slot: gated.slot,
-                addr,
-            },
-        );
+        let connector = if gated.flags & FLAG_TRIE_LOOKUP == 0 {
+            table_v4(gated.table_base, addr)
+        } else {
+            let key = Key::new(
+                SLOT_PREFIX_BITS + 32,
+                Ipv4Key {
+                    slot: gated.slot,
+                    addr,
+                },
+            );
+            GK_ALLOW_V4.get(&key).copied()
+        };
         (
-            GK_ALLOW_V4.get(&key).copied(),
+            connector,
             counter::ALLOW_V4,
             counter::DENY_V4,
             counter::WOULD_DENY_V4,
         )
     } else {
-        let key = Key::new(
-            SLOT_PREFIX_BITS + 128,
-            Ipv6Key {
-                slot: gated.slot,
-                addr: flow.source,
-            },
-        );
+        let connector = if gated.flags & FLAG_TRIE_LOOKUP == 0 {
+            table_v6(gated.table_base, &flow.source)
+        } else {
+            let key = Key::new(
+                SLOT_PREFIX_BITS + 128,
+                Ipv6Key {
+                    slot: gated.slot,
+                    addr: flow.source,
+                },
+            );
+            GK_ALLOW_V6.get(&key).copied()
+        };
         (
-            GK_ALLOW_V6.get(&key).copied(),
+            connector,
             counter::ALLOW_V6,
             counter::DENY_V6,
             counter::WOULD_DENY_V6,
@@ -286,6 +310,53 @@ fn judge(ctx: &XdpContext, gated: &Gated, counters: &mut [u64; counter::COUNT]) 
     }
     counters[deny_at] += 1;
     XDP_DROP
+}
+
+/// The entry for `byte` in chunk `chunk` of the table; a chunk index past
+/// the map (which the controller never writes) reads as no connector.
+#[inline(always)]
+fn table_entry(chunk: u32, byte: u8) -> u32 {
+    match GK_TABLE.get(chunk) {
+        Some(chunk) => chunk.entries[usize::from(byte)],
+        None => table::NO_CONNECTOR,
+    }
+}
+
+/// The connector id a leaf entry names.
+#[inline(always)]
+fn leaf_connector(entry: u32) -> Option<u32> {
+    if entry == table::NO_CONNECTOR || entry & table::CHILD != 0 {
+        return None;
+    }
+    Some(entry - 1)
+}
+
+/// The connector whose longest prefix covers `addr`, from the slot's table
+/// at `base`: one read for the first two bytes, then one per further byte
+/// that a longer prefix needs, at most three in all.
+#[inline(always)]
+fn table_v4(base: u32, addr: [u8; 4]) -> Option<u32> {
+    let mut entry = table_entry(base + u32::from(addr[0]), addr[1]);
+    if entry & table::CHILD != 0 {
+        entry = table_entry(entry & !table::CHILD, addr[2]);
+        if entry & table::CHILD != 0 {
+            entry = table_entry(entry & !table::CHILD, addr[3]);
+        }
+    }
+    leaf_connector(entry)
+}
+
+/// As [`table_v4`] for an IPv6 address: at most fifteen reads.
+#[inline(always)]
+fn table_v6(base: u32, addr: &[u8; 16]) -> Option<u32> {
+    let mut entry = table_entry(base + table::V6_ROOTS + u32::from(addr[0]), addr[1]);
+    for &byte in &addr[2..] {
+        if entry & table::CHILD == 0 {
+            break;
+        }
+        entry = table_entry(entry & !table::CHILD, byte);
+    }
+    leaf_connector(entry)
 }
 
 /// Counts the SYN in the source inventory.
@@ -467,6 +538,8 @@ fn classify_v4(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
     Some(Gated {
         slot: policy.slot,
         mode: policy.config.mode,
+        flags: policy.config.flags,
+        table_base: policy.config.table_base,
         flow: Flow {
             family: FAMILY_V4,
             source: widen(ip.src_addr),
@@ -572,6 +645,8 @@ fn classify_v6(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
     Some(Gated {
         slot: policy.slot,
         mode: policy.config.mode,
+        flags: policy.config.flags,
+        table_base: policy.config.table_base,
         flow: Flow {
             family: FAMILY_V6,
             source: ip.src_addr,

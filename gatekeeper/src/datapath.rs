@@ -6,6 +6,7 @@ use std::{
     collections::BTreeMap,
     io,
     net::IpAddr,
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -19,15 +20,17 @@ use gatekeeper_common::{
     ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CONFIG_MAP, CONNECTOR_NAME_LEN, CONNECTORS_MAP,
     COUNTERS_MAP, Config, ConnectorCounters, ConnectorName, Counters, DEFAULT_INVENTORY_SIZE,
     DEST_V4_MAP, DEST_V6_MAP, DESTINATION_PRESENT, EVENTS_MAP, FLAG_HAS_DESTINATIONS,
-    INVENTORY_MAP, Ipv4Key, Ipv6Key, LOG_SETTINGS_MAP, LogSettings, MAP_NAMES, MAX_CONNECTORS,
-    MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP, PROGRAM_NAME, SLOT_PREFIX_BITS,
-    SLOTS, counter,
+    FLAG_TRIE_LOOKUP, INVENTORY_MAP, Ipv4Key, Ipv6Key, LOG_SETTINGS_MAP, LogSettings, MAP_NAMES,
+    MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP, PROGRAM_NAME,
+    SLOT_PREFIX_BITS, SLOTS, TABLE_MAP, TableChunk, counter,
+    table::{DEFAULT_POOL_CHUNKS, ROOT_CHUNKS},
 };
 use ipnet::IpNet;
 
 use crate::{
     policy::{Mode, Policy},
-    sys::RcuBarrier,
+    sys::{RcuBarrier, SharedArray},
+    table::{Table, TableFull},
 };
 
 /// The XDP program, built for this machine's byte order by `build.rs`.
@@ -110,6 +113,12 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    /// The table map could not be mapped into memory.
+    #[error("mapping the table map {TABLE_MAP} into memory")]
+    MapTable(#[source] io::Error),
+    /// The policy's table does not fit the pool the program was loaded with.
+    #[error(transparent)]
+    TableFull(#[from] TableFull),
     /// The maps for the RCU barrier could not be created.
     #[error("creating the map-in-map used to wait for running programs")]
     Barrier(#[source] io::Error),
@@ -177,6 +186,11 @@ pub struct LoadSettings {
     pub inventory_size: u32,
     /// Keep the program's debug log statements (one per gated SYN).
     pub ebpf_debug_log: bool,
+    /// Child chunks of the source table per policy slot, besides the roots
+    /// (see [`crate::table`]); 1 KiB each, taken twice (two slots).
+    pub table_chunks: u32,
+    /// How the program looks sources up.
+    pub lookup: Lookup,
 }
 
 impl Default for LoadSettings {
@@ -184,8 +198,26 @@ impl Default for LoadSettings {
         Self {
             inventory_size: DEFAULT_INVENTORY_SIZE,
             ebpf_debug_log: false,
+            table_chunks: DEFAULT_POOL_CHUNKS,
+            lookup: Lookup::Table,
         }
     }
+}
+
+/// The structure gated SYNs are looked up in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lookup {
+    /// The compiled table: a fixed, small number of array reads.
+    #[default]
+    Table,
+    /// The kernel's LPM tries, whose cost grows with the allowlist: the
+    /// reference the table is tested and benchmarked against.
+    Trie,
+}
+
+/// Bytes the table map takes with `table_chunks` child chunks per slot.
+pub fn table_bytes(table_chunks: u32) -> u64 {
+    u64::from(SLOTS) * u64::from(ROOT_CHUNKS + table_chunks) * crate::table::CHUNK_BYTES as u64
 }
 
 /// What the program decided for one frame.
@@ -308,6 +340,7 @@ impl CounterTotals {
 }
 
 struct Maps {
+    table: SharedArray<TableChunk>,
     active: Array<MapData, u32>,
     config: Array<MapData, Config>,
     ports: Array<MapData, u64>,
@@ -342,6 +375,9 @@ pub struct Datapath {
     barrier: RcuBarrier,
     live: Option<Installed>,
     generation: u64,
+    lookup: Lookup,
+    /// Child chunks per slot.
+    table_chunks: u32,
     /// Allowed counts per connector when last read by [`Datapath::run_frame`].
     connector_baseline: Option<Vec<u64>>,
     ledger: ConnectorLedger,
@@ -389,8 +425,10 @@ impl Datapath {
         } else {
             0
         };
+        let table_len = SLOTS * (ROOT_CHUNKS + settings.table_chunks);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(INVENTORY_MAP, settings.inventory_size)
+            .map_max_entries(TABLE_MAP, table_len)
             .override_global(aya_log::LEVEL, &log_level, true)
             .load(OBJECT)
             .map_err(DatapathError::Object)?;
@@ -404,7 +442,13 @@ impl Datapath {
             pin_maps(&ebpf, dir)?;
         }
 
+        let table = match ebpf.map(TABLE_MAP) {
+            Some(Map::Array(data)) => SharedArray::map(data.fd().as_fd(), table_len as usize)
+                .map_err(DatapathError::MapTable)?,
+            _ => return Err(DatapathError::MissingMap(TABLE_MAP)),
+        };
         let maps = Maps {
+            table,
             active: typed(&mut ebpf, ACTIVE_MAP)?,
             config: typed(&mut ebpf, CONFIG_MAP)?,
             ports: typed(&mut ebpf, PORTS_MAP)?,
@@ -424,6 +468,8 @@ impl Datapath {
             barrier,
             live: None,
             generation: 0,
+            lookup: settings.lookup,
+            table_chunks: settings.table_chunks,
             connector_baseline: None,
             ledger: ConnectorLedger::default(),
         })
@@ -630,10 +676,10 @@ impl Datapath {
                 })?;
         }
 
-        let ids: BTreeMap<&str, u32> = next
+        let ids: BTreeMap<String, u32> = next
             .connectors
             .iter()
-            .map(|(&id, name)| (name.as_str(), id))
+            .map(|(&id, name)| (name.clone(), id))
             .collect();
         for connector in &policy.connectors {
             let id = ids[connector.name.as_str()];
@@ -645,28 +691,15 @@ impl Datapath {
                     what: format!("the name of connector {}", connector.name),
                     source,
                 })?;
-            for source in &connector.sources {
-                match key_for(slot, source) {
-                    SlotKey::V4(key) => {
-                        next.allow_v4.push(key);
-                        self.maps.allow_v4.insert(&key, id, 0)
-                    }
-                    SlotKey::V6(key) => {
-                        next.allow_v6.push(key);
-                        self.maps.allow_v6.insert(&key, id, 0)
-                    }
-                }
-                .map_err(|source_error| DatapathError::Write {
-                    map: if source.addr().is_ipv4() {
-                        ALLOW_V4_MAP
-                    } else {
-                        ALLOW_V6_MAP
-                    },
-                    what: format!("source {source} of connector {}", connector.name),
-                    source: source_error,
-                })?;
+            if self.lookup == Lookup::Trie {
+                self.write_trie_sources(connector, id, next)?;
             }
         }
+        let (table_base, table_chunks) = if self.lookup == Lookup::Table {
+            self.write_table(policy, &ids, slot)?
+        } else {
+            (0, 0)
+        };
 
         for destination in &policy.destinations {
             match key_for(slot, destination) {
@@ -712,7 +745,13 @@ impl Datapath {
                 0
             } else {
                 FLAG_HAS_DESTINATIONS
+            } | if self.lookup == Lookup::Trie {
+                FLAG_TRIE_LOOKUP
+            } else {
+                0
             },
+            table_base,
+            table_chunks,
         };
         self.maps
             .config
@@ -722,6 +761,58 @@ impl Datapath {
                 what: format!("settings of slot {slot}"),
                 source,
             })
+    }
+
+    /// Compiles the policy's sources and copies the table into the slot's
+    /// region of the table map; returns where the region starts and how
+    /// many child chunks it uses. Nothing reads the region until the slot's
+    /// config says so, and it is rewritten whole every time.
+    fn write_table(
+        &mut self,
+        policy: &Policy,
+        ids: &BTreeMap<String, u32>,
+        slot: u32,
+    ) -> Result<(u32, u32), DatapathError> {
+        let base = slot * (ROOT_CHUNKS + self.table_chunks);
+        let sources = policy.connectors.iter().flat_map(|connector| {
+            let id = ids[connector.name.as_str()];
+            connector.sources.iter().map(move |net| (net, id))
+        });
+        let table = Table::compile(sources, base, self.table_chunks as usize)?;
+        self.maps.table.write(base as usize, table.chunks());
+        let used = u32::try_from(table.child_chunks()).expect("at most the pool, a u32");
+        Ok((base, used))
+    }
+
+    /// Inserts one connector's sources into the LPM tries.
+    fn write_trie_sources(
+        &mut self,
+        connector: &crate::policy::Connector,
+        id: u32,
+        next: &mut Installed,
+    ) -> Result<(), DatapathError> {
+        for source in &connector.sources {
+            match key_for(next.slot, source) {
+                SlotKey::V4(key) => {
+                    next.allow_v4.push(key);
+                    self.maps.allow_v4.insert(&key, id, 0)
+                }
+                SlotKey::V6(key) => {
+                    next.allow_v6.push(key);
+                    self.maps.allow_v6.insert(&key, id, 0)
+                }
+            }
+            .map_err(|source_error| DatapathError::Write {
+                map: if source.addr().is_ipv4() {
+                    ALLOW_V4_MAP
+                } else {
+                    ALLOW_V6_MAP
+                },
+                what: format!("source {source} of connector {}", connector.name),
+                source: source_error,
+            })?;
+        }
+        Ok(())
     }
 
     /// Removes everything `installed` wrote. Runs only on a slot no program

@@ -9,6 +9,7 @@ pub mod policy;
 pub mod replay;
 pub mod run;
 mod sys;
+pub mod table;
 
 /// An error and its causes on one line, for logs.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -23,12 +23,15 @@ use aya::{
 };
 use gatekeeper_common::{
     ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CONFIG_MAP, CONNECTORS_MAP, COUNTERS_MAP, Config,
-    ConnectorCounters, ConnectorName, Counters, FAMILY_V4, INVENTORY_MAP, Ipv4Key, Ipv6Key,
-    MAP_NAMES, MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP,
-    SLOT_PREFIX_BITS, SLOTS, SourceKey, SourceRecord, counter,
+    ConnectorCounters, ConnectorName, Counters, FAMILY_V4, FLAG_TRIE_LOOKUP, INVENTORY_MAP,
+    Ipv4Key, Ipv6Key, MAP_NAMES, MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS,
+    PORTS_MAP, SLOT_PREFIX_BITS, SLOTS, SourceKey, SourceRecord, TABLE_MAP, TableChunk, counter,
 };
 
-use crate::datapath::{CounterTotals, Datapath, connector_totals, name_index};
+use crate::{
+    datapath::{CounterTotals, Datapath, connector_totals, name_index},
+    table,
+};
 
 /// Where `gatekeeper run` pins its maps and links unless told otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/gatekeeper";
@@ -398,6 +401,7 @@ pub struct LiveView {
     names: Array<MapData, ConnectorName>,
     counters: PerCpuArray<MapData, Counters>,
     connectors: PerCpuArray<MapData, ConnectorCounters>,
+    table: Array<MapData, TableChunk>,
     allow_v4: LpmTrie<MapData, Ipv4Key, u32>,
     allow_v6: LpmTrie<MapData, Ipv6Key, u32>,
     inventory: HashMap<MapData, SourceKey, SourceRecord>,
@@ -459,6 +463,7 @@ impl LiveView {
             names: pinned(dir, NAMES_MAP)?,
             counters: pinned(dir, COUNTERS_MAP)?,
             connectors: pinned(dir, CONNECTORS_MAP)?,
+            table: pinned(dir, TABLE_MAP)?,
             allow_v4: pinned(dir, ALLOW_V4_MAP)?,
             allow_v6: pinned(dir, ALLOW_V6_MAP)?,
             inventory: pinned(dir, INVENTORY_MAP)?,
@@ -581,15 +586,44 @@ impl LiveView {
             .policy()?
             .map(|policy| policy.connectors)
             .unwrap_or_default();
-        self.connector_among(&names, self.slot()?, addr)
+        let slot = self.slot()?;
+        let config = self.slot_config(slot)?;
+        self.connector_among(&names, slot, &config, addr)
+    }
+
+    fn slot_config(&self, slot: u32) -> Result<Config, LiveError> {
+        self.config
+            .get(&slot, 0)
+            .map_err(self.read_error(CONFIG_MAP))
     }
 
     fn connector_among(
         &self,
         names: &[(u32, String)],
         slot: u32,
+        config: &Config,
         addr: IpAddr,
     ) -> Result<Option<String>, LiveError> {
+        if config.flags & FLAG_TRIE_LOOKUP == 0 {
+            let mut failure = None;
+            let id = table::walk(config.table_base, addr, |index| {
+                match self.table.get(&index, 0) {
+                    Ok(chunk) => Some(chunk),
+                    Err(error) => {
+                        failure = Some(error);
+                        None
+                    }
+                }
+            });
+            if let Some(error) = failure {
+                return Err(self.read_error(TABLE_MAP)(error));
+            }
+            return Ok(id.and_then(|id| {
+                names
+                    .iter()
+                    .find_map(|(known, name)| (*known == id).then(|| name.clone()))
+            }));
+        }
         let id = match addr {
             IpAddr::V4(addr) => lookup(
                 &self.allow_v4,
@@ -637,6 +671,7 @@ impl LiveView {
             .map(|policy| policy.connectors)
             .unwrap_or_default();
         let slot = self.slot()?;
+        let config = self.slot_config(slot)?;
         let clock = BootClock::now();
         let mut entries = Vec::new();
         for item in self.inventory.iter() {
@@ -657,7 +692,7 @@ impl LiveView {
                 first_seen: clock.wall(record.first_seen_ns),
                 last_seen: clock.wall(record.last_seen_ns),
                 last_port: record.last_port,
-                connector: self.connector_among(&names, slot, source)?,
+                connector: self.connector_among(&names, slot, &config, source)?,
             });
         }
         entries.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.source.cmp(&b.source)));

@@ -126,6 +126,13 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = gatekeeper_common::DEFAULT_INVENTORY_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
     inventory_size: u32,
+    /// Chunks of 1 KiB in the source table of each of the two policy slots
+    /// (the live one and the one a reload writes). A reload whose policy
+    /// needs more is refused and the running policy stays. Without it, twice
+    /// what the starting policy needs, and at least 4096.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(gatekeeper::run::MAX_TABLE_CHUNKS)))]
+    table_chunks: Option<u32>,
     /// Deny and would-deny events each CPU may log per second (with a burst
     /// of a tenth of that); the rest are counted, not logged. 0 logs none.
     #[arg(long, value_name = "N", default_value_t = 100,
@@ -484,6 +491,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         metrics: args.metrics.0,
         inventory_size: args.inventory_size,
+        table_chunks: args.table_chunks,
         log_rate: args.log_rate,
         ebpf_debug_log: matches!(args.ebpf_log, EbpfLog::Debug),
     };

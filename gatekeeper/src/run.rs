@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use gatekeeper_common::{DenyEvent, FAMILY_V4, MODE_MONITOR};
+use gatekeeper_common::{DenyEvent, FAMILY_V4, MODE_MONITOR, table::DEFAULT_POOL_CHUNKS};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -41,6 +41,9 @@ pub struct RunConfig {
     pub metrics: Option<SocketAddr>,
     /// Sources the inventory remembers.
     pub inventory_size: u32,
+    /// Child chunks of the source table per policy; `None` sizes it from
+    /// the policy at start-up (see [`table_chunks_for`]).
+    pub table_chunks: Option<u32>,
     /// Deny events each CPU may log per second.
     pub log_rate: u64,
     /// Keep the program's debug log statements and log them.
@@ -79,6 +82,24 @@ impl Drop for MapPins {
     }
 }
 
+/// The table size `run` picks without `--table-chunks`: twice what the
+/// starting policy needs, so that it can grow, and never less than the
+/// default pool.
+pub fn table_chunks_for(policy: &Policy) -> u32 {
+    let needed = crate::table::chunks_needed(
+        policy
+            .connectors
+            .iter()
+            .flat_map(|connector| &connector.sources),
+    );
+    u32::try_from(needed.saturating_mul(2))
+        .unwrap_or(u32::MAX)
+        .clamp(DEFAULT_POOL_CHUNKS, MAX_TABLE_CHUNKS)
+}
+
+/// Largest table `run` accepts: 1 GiB per policy slot.
+pub const MAX_TABLE_CHUNKS: u32 = 1 << 20;
+
 /// Runs until SIGINT or SIGTERM.
 ///
 /// # Errors
@@ -93,6 +114,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let settings = LoadSettings {
         inventory_size: config.inventory_size,
         ebpf_debug_log: config.ebpf_debug_log,
+        table_chunks: config
+            .table_chunks
+            .unwrap_or_else(|| table_chunks_for(&policy)),
+        ..LoadSettings::default()
     };
     let mut datapath = Datapath::load_pinned(&config.pin_dir, settings)?;
     if config.ebpf_debug_log

@@ -1,5 +1,6 @@
-//! The one kernel facility aya does not offer: waiting for running BPF
-//! programs to finish.
+//! Two kernel facilities aya does not offer: waiting for running BPF
+//! programs to finish, and writing an array map through a shared memory
+//! mapping ([`SharedArray`]).
 //!
 //! After the controller points the datapath at a new policy slot, a program
 //! run that started a moment earlier may still be judging a frame against the
@@ -15,7 +16,9 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    marker::PhantomData,
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+    ptr::NonNull,
 };
 
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -133,4 +136,89 @@ fn create_map(attr: &MapCreateAttr) -> io::Result<OwnedFd> {
     let fd = RawFd::try_from(ret).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     // SAFETY: the kernel just returned this descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An array map created with `BPF_F_MMAPABLE`, mapped into this process:
+/// writing a range of it is a memory copy instead of a system call per
+/// element. Programs see the writes at once, so only ranges no program
+/// reads (an idle policy slot) may be written.
+#[derive(Debug)]
+pub struct SharedArray<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    _values: PhantomData<T>,
+}
+
+// SAFETY: the mapping is owned by the value and only written through
+// `&mut self`; `T` is plain data.
+unsafe impl<T: Copy + Send> Send for SharedArray<T> {}
+
+impl<T: Copy> SharedArray<T> {
+    /// Maps all `len` values of the array map `fd`, read and write.
+    ///
+    /// `T` must be the map's value type, with a size that is a multiple of
+    /// eight (the kernel's stride between array values).
+    ///
+    /// # Errors
+    ///
+    /// The `mmap` error, for example `EINVAL` when the map was not created
+    /// mappable or is smaller than `len` values.
+    pub fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+        assert!(
+            size_of::<T>() % 8 == 0,
+            "array values are eight-byte aligned"
+        );
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: a fresh shared mapping of a descriptor we borrow; the
+        // kernel checks the length and flags against the map.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<T>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Self {
+            ptr,
+            len,
+            _values: PhantomData,
+        })
+    }
+
+    /// Copies `values` into the array starting at index `at`.
+    ///
+    /// # Panics
+    ///
+    /// When the range does not fit in the array.
+    pub fn write(&mut self, at: usize, values: &[T]) {
+        let end = at.checked_add(values.len()).expect("index overflow");
+        assert!(
+            end <= self.len,
+            "writing values {at}..{end} of {}",
+            self.len
+        );
+        // SAFETY: the range lies inside the mapping (checked above), which
+        // cannot overlap `values`, a slice of this process's own memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.as_ptr().add(at), values.len());
+        }
+    }
+}
+
+impl<T> Drop for SharedArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len * size_of::<T>());
+        }
+    }
 }
