@@ -404,6 +404,15 @@ impl Datapath {
         Self::load_inner(None, LoadSettings::default())
     }
 
+    /// Like [`Datapath::load`], with `settings` instead of the defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`Datapath::load`].
+    pub fn load_with(settings: LoadSettings) -> Result<Self, DatapathError> {
+        Self::load_inner(None, settings)
+    }
+
     /// Like [`Datapath::load`], and pins every map under `dir` (which must
     /// exist on a bpffs), so that `gatekeeper status` and friends can read
     /// them from another process.

@@ -165,7 +165,7 @@ impl<T: Copy> SharedArray<T> {
     /// mappable or is smaller than `len` values.
     pub fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
         assert!(
-            size_of::<T>() % 8 == 0,
+            size_of::<T>().is_multiple_of(8),
             "array values are eight-byte aligned"
         );
         let bytes = len
