@@ -311,8 +311,9 @@ pub struct SourceKey {
 pub struct SourceRecord {
     /// Gated SYNs seen from the source.
     pub attempts: u64,
-    /// First and last of them, in `bpf_ktime_get_boot_ns` time
-    /// (`CLOCK_BOOTTIME`).
+    /// First and last of them, in `bpf_ktime_get_coarse_ns` time
+    /// (`CLOCK_MONOTONIC_COARSE`: one timer tick of resolution, a few
+    /// milliseconds, for a fraction of the precise clock's cost).
     pub first_seen_ns: u64,
     /// See `first_seen_ns`.
     pub last_seen_ns: u64,
@@ -340,7 +341,7 @@ pub struct LogSettings {
 pub struct RateState {
     /// Tokens in thousandths of an event.
     pub milli_tokens: u64,
-    /// When tokens were last added, in `bpf_ktime_get_boot_ns` time.
+    /// When tokens were last added, in `bpf_ktime_get_coarse_ns` time.
     pub refilled_ns: u64,
 }
 
@@ -362,7 +363,7 @@ pub struct DenyEvent {
     pub destination_port: u16,
     /// [`MODE_ENFORCE`] (dropped) or [`MODE_MONITOR`] (would-deny).
     pub mode: u32,
-    /// When, in `bpf_ktime_get_boot_ns` time.
+    /// When, in `bpf_ktime_get_coarse_ns` time.
     pub at_ns: u64,
 }
 

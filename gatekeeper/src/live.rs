@@ -672,7 +672,7 @@ impl LiveView {
             .unwrap_or_default();
         let slot = self.slot()?;
         let config = self.slot_config(slot)?;
-        let clock = BootClock::now();
+        let clock = CoarseClock::now();
         let mut entries = Vec::new();
         for item in self.inventory.iter() {
             let (key, record) = match item {
@@ -705,30 +705,30 @@ impl LiveView {
     }
 }
 
-/// Converts the program's `bpf_ktime_get_boot_ns` times to wall-clock time.
-struct BootClock {
-    boot_ns: u64,
+/// Converts the program's `bpf_ktime_get_coarse_ns` times to wall-clock time.
+struct CoarseClock {
+    mono_ns: u64,
     wall: std::time::SystemTime,
 }
 
-impl BootClock {
+impl CoarseClock {
     fn now() -> Self {
         let mut now = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
         // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
-        let boot_ns = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+        let mono_ns = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
             + u64::try_from(now.tv_nsec).unwrap_or(0);
         Self {
-            boot_ns,
+            mono_ns,
             wall: std::time::SystemTime::now(),
         }
     }
 
-    fn wall(&self, boot_ns: u64) -> std::time::SystemTime {
-        let ago = std::time::Duration::from_nanos(self.boot_ns.saturating_sub(boot_ns));
+    fn wall(&self, mono_ns: u64) -> std::time::SystemTime {
+        let ago = std::time::Duration::from_nanos(self.mono_ns.saturating_sub(mono_ns));
         self.wall - ago
     }
 }
