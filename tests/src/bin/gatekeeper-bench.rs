@@ -225,20 +225,54 @@ fn classes(prefixes_v4: &[IpNet], prefixes_v6: &[IpNet], count: usize) -> Vec<Cl
     ]
 }
 
-/// The median over `runs` of the mean time per frame over every frame of
-/// the class, each frame run `repeat` times.
-fn measure(program: &aya::programs::Xdp, frames: &[Vec<u8>], repeat: u32, runs: usize) -> f64 {
-    let mut means: Vec<f64> = (0..runs)
+/// One traffic class measured against the floor.
+struct Timing {
+    /// Nanoseconds per frame of the program under test.
+    ns: f64,
+    /// Nanoseconds per frame of the empty program on the same frames.
+    floor_ns: f64,
+    /// The median over the runs of each run's ratio.
+    ratio: f64,
+}
+
+/// The mean time per frame over every frame of the class, each frame run
+/// `repeat` times.
+fn mean_ns(program: &aya::programs::Xdp, frames: &[Vec<u8>], repeat: u32) -> f64 {
+    let total: Duration = frames
+        .iter()
+        .map(|frame| time_program(program, frame, repeat).expect("BPF_PROG_RUN"))
+        .sum();
+    total.as_nanos() as f64 / frames.len() as f64
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs the floor and the program in turn on the same frames, `runs`
+/// times: a run's ratio compares two measurements a few milliseconds apart,
+/// so a noisy neighbour or a frequency change skews both alike.
+fn measure(
+    floor: &aya::programs::Xdp,
+    program: &aya::programs::Xdp,
+    frames: &[Vec<u8>],
+    repeat: u32,
+    runs: usize,
+) -> Timing {
+    let pairs: Vec<(f64, f64)> = (0..runs)
         .map(|_| {
-            let total: Duration = frames
-                .iter()
-                .map(|frame| time_program(program, frame, repeat).expect("BPF_PROG_RUN"))
-                .sum();
-            total.as_nanos() as f64 / frames.len() as f64
+            (
+                mean_ns(floor, frames, repeat),
+                mean_ns(program, frames, repeat),
+            )
         })
         .collect();
-    means.sort_by(f64::total_cmp);
-    means[means.len() / 2]
+    Timing {
+        ns: median(pairs.iter().map(|pair| pair.1).collect()),
+        floor_ns: median(pairs.iter().map(|pair| pair.0).collect()),
+        ratio: median(pairs.iter().map(|pair| pair.1 / pair.0).collect()),
+    }
 }
 
 /// Kernel memory charged to the BPF maps this process holds, in bytes: the
@@ -266,8 +300,7 @@ struct Row {
     size: String,
     class: &'static str,
     implementation: &'static str,
-    ns: f64,
-    ratio: f64,
+    timing: Timing,
 }
 
 fn main() {
@@ -305,11 +338,18 @@ fn main() {
     .into_iter()
     .flat_map(|class| class.frames)
     .collect();
-    let floor_ns = measure(floor, &floor_frames, repeat, runs);
-    println!("floor: an empty XDP_DROP program, {floor_ns:.1} ns per frame");
+    let floor_ns = median(
+        (0..runs)
+            .map(|_| mean_ns(floor, &floor_frames, repeat))
+            .collect(),
+    );
     println!(
-        "{:<14} {:<24} {:<12} {:>9} {:>7}",
-        "allowlist", "traffic", "lookup", "ns/frame", "ratio"
+        "floor: an empty XDP_DROP program, {floor_ns:.1} ns per frame; each row below runs it \
+         again on the row's own frames, in turn with the program, and divides by that"
+    );
+    println!(
+        "{:<14} {:<24} {:<12} {:>9} {:>7} {:>8} {:>7}",
+        "allowlist", "traffic", "lookup", "ns/frame", "floor", "added", "ratio"
     );
 
     let mut rows = Vec::new();
@@ -368,21 +408,22 @@ fn main() {
                     "table_chunks_per_slot": if lookup == Lookup::Table { table_chunks } else { 0 },
                 }));
                 for class in classes(&prefixes_v4, &prefixes_v6, frames_per_class) {
-                    let ns = {
-                        let program = datapath.program();
-                        measure(program, &class.frames, repeat, runs)
-                    };
-                    let ratio = ns / floor_ns;
+                    let timing = measure(floor, datapath.program(), &class.frames, repeat, runs);
                     println!(
-                        "{:<14} {:<24} {:<12} {:>9.1} {:>6.2}x",
-                        size, class.name, name, ns, ratio
+                        "{:<14} {:<24} {:<12} {:>9.1} {:>7.1} {:>+8.1} {:>6.2}x",
+                        size,
+                        class.name,
+                        name,
+                        timing.ns,
+                        timing.floor_ns,
+                        timing.ns - timing.floor_ns,
+                        timing.ratio
                     );
                     rows.push(Row {
                         size: size.clone(),
                         class: class.name,
                         implementation: name,
-                        ns,
-                        ratio,
+                        timing,
                     });
                 }
             }
@@ -401,8 +442,10 @@ fn main() {
                 "allowlist": row.size,
                 "traffic": row.class,
                 "lookup": row.implementation,
-                "ns_per_frame": row.ns,
-                "ratio_to_floor": row.ratio,
+                "ns_per_frame": row.timing.ns,
+                "floor_ns_per_frame": row.timing.floor_ns,
+                "added_ns_per_frame": row.timing.ns - row.timing.floor_ns,
+                "ratio_to_floor": row.timing.ratio,
             })).collect::<Vec<_>>(),
         });
         std::fs::write(&path, format!("{json:#}\n")).expect("writing the JSON file");
