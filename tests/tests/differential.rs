@@ -34,7 +34,7 @@ use gatekeeper::{
 };
 use gatekeeper_tests::{
     frames::{ETH_P_8021AD, ETH_P_8021Q, Ext, Frame, Icmp, TcpSeg, UdpDgram},
-    reference::{Expected, RULE_EARLIER_FRAGMENT_HEADER, classify},
+    reference::{Expected, classify},
     support::require_root,
 };
 use ipnet::IpNet;
@@ -57,12 +57,8 @@ const FILES_PER_RUN: usize = 20;
 /// instead. A disagreement of such a kind, where the program passes the
 /// frame, is counted and reported but does not fail the run. Remove the
 /// entry with the fix (the `known-failure-` regression file then fails
-/// until its mark is removed too).
-const KNOWN_PROGRAM_BUGS: &[(&str, &str)] = &[(
-    RULE_EARLIER_FRAGMENT_HEADER,
-    "the program takes the fragment state from the last IPv6 fragment header, so an \
-     atomic fragment header after a first-fragment header hides the fragmentation",
-)];
+/// until its mark is removed too). None at present.
+const KNOWN_PROGRAM_BUGS: &[(&str, &str)] = &[];
 
 /// The generators and their share of the cases, in percent.
 const GENERATORS: [(Generator, u64); 5] = [
