@@ -493,10 +493,7 @@ mod tests {
         let frame = |flags, port| Frame::ipv4(SRC, DST).tcp(TcpSeg::new(1, port).flags(flags));
         assert_eq!(verdict(&frame(SYN | ACK, 25)), Verdict::Pass);
         assert_eq!(verdict(&frame(SYN, 26)), Verdict::Pass);
-        assert_eq!(
-            verdict(&frame(0xff & !ACK, 25)),
-            Verdict::Allow("narrow".into())
-        );
+        assert_eq!(verdict(&frame(!ACK, 25)), Verdict::Allow("narrow".into()));
     }
 
     #[test]
