@@ -4,14 +4,23 @@
 //!
 //! Frames come from five generators (valid SYNs, the same with bytes
 //! flipped, frames truncated at every length, structurally odd frames, and
-//! random bytes) under several random policies. For every frame the two
+//! random bytes) under several random policies, half of them looked up in
+//! the compiled table and half in the LPM tries. For every frame the two
 //! must agree on the verdict, the connector and the tiny-fragment and
-//! long-chain flags; the program must never return `XDP_ABORTED` and never
-//! drop a frame the reference does not gate.
+//! long-chain flags; the program must return `XDP_DROP` for a deny and
+//! `XDP_PASS` for anything else, so never `XDP_ABORTED`, and never drop a
+//! frame the reference does not gate.
 //!
 //! The run is deterministic: it prints its seed, and the same seed and case
-//! count give the same frames. `GATEKEEPER_FUZZ_SEED` (decimal or `0x` hex)
-//! and `GATEKEEPER_FUZZ_CASES` change them.
+//! count give the same frames. By default (and in `cargo xtask test`) it
+//! judges 200,000 frames with a fixed seed, in a few seconds.
+//! `GATEKEEPER_FUZZ_CASES` (frames) and `GATEKEEPER_FUZZ_SEED` (decimal or
+//! `0x` hex) change them, for a longer run on demand:
+//!
+//! ```text
+//! GATEKEEPER_FUZZ_CASES=5000000 GATEKEEPER_FUZZ_SEED=0x1234 \
+//!     cargo test -p gatekeeper-tests --test differential -- --nocapture
+//! ```
 //!
 //! A disagreement is written to `tests/regressions/differential/` as a TOML
 //! file (frame in hex, policy, both verdicts) and the test fails naming the
@@ -29,7 +38,10 @@ use std::{
 };
 
 use gatekeeper::{
-    datapath::{Datapath, DatapathError, FrameOutcome, Verdict, XDP_ABORTED, XDP_DROP, XDP_PASS},
+    datapath::{
+        Datapath, DatapathError, FrameOutcome, LoadSettings, Lookup, Verdict, XDP_ABORTED,
+        XDP_DROP, XDP_PASS,
+    },
     policy::{LoadOptions, Policy},
 };
 use gatekeeper_tests::{
@@ -40,7 +52,7 @@ use gatekeeper_tests::{
 use ipnet::IpNet;
 
 /// Frames judged in a run unless `GATEKEEPER_FUZZ_CASES` says otherwise.
-const DEFAULT_CASES: u64 = 40_000;
+const DEFAULT_CASES: u64 = 200_000;
 /// The seed unless `GATEKEEPER_FUZZ_SEED` says otherwise.
 const DEFAULT_SEED: u64 = 0x6a7e_6bee_0025_0001;
 /// Policies per run; the cases are shared out evenly among them.
@@ -105,7 +117,10 @@ fn program_agrees_with_the_reference_on_generated_frames() {
 
     for policy_index in 0..POLICIES {
         let policy = random_policy(&mut rng);
-        fuzz.install(&policy);
+        // Half the policies are looked up in the compiled table, the
+        // default, and half in the LPM tries.
+        let lookup = LOOKUPS[policy_index as usize % LOOKUPS.len()];
+        fuzz.install(&policy, lookup);
         for (generator, share) in GENERATORS {
             let budget = cases * share / 100 / POLICIES;
             let mut judged = 0;
@@ -120,11 +135,12 @@ fn program_agrees_with_the_reference_on_generated_frames() {
             }
         }
         println!(
-            "  policy {policy_index}: {} mode, {} ports, {} connectors, {} destinations",
+            "  policy {policy_index}: {} mode, {} ports, {} connectors, {} destinations, {}",
             policy.policy.mode,
             policy.policy.ports.len(),
             policy.policy.connectors.len(),
             policy.policy.destinations.len(),
+            lookup_name(lookup),
         );
     }
 
@@ -145,7 +161,6 @@ fn program_agrees_with_the_reference_on_generated_frames() {
 #[test]
 fn recorded_disagreements_are_replayed() {
     require_root();
-    let mut datapath = Datapath::load().expect("loading the XDP program");
     let mut files: Vec<PathBuf> = std::fs::read_dir(regressions_dir())
         .expect("reading the regressions directory")
         .map(|entry| entry.expect("listing the regressions directory").path())
@@ -154,20 +169,28 @@ fn recorded_disagreements_are_replayed() {
     files.sort();
 
     let mut known = Vec::new();
-    for path in &files {
-        let case = Regression::read(path);
-        datapath
-            .install(&case.policy)
-            .unwrap_or_else(|error| panic!("{}: installing its policy: {error}", path.display()));
-        let expected = classify(&case.frame, &case.policy);
-        let problems = compare(&expected, datapath.run_frame(&case.frame));
-        match replay_judgement(case.known_failure.as_deref(), &problems) {
-            Ok(None) => {}
-            Ok(Some(why)) => known.push(format!("{}: {why}", path.display())),
-            Err(message) => panic!("{}: {message}", path.display()),
+    for lookup in LOOKUPS {
+        let mut datapath = load(lookup);
+        for path in &files {
+            let case = Regression::read(path);
+            let origin = format!("{} ({} lookup)", path.display(), lookup_name(lookup));
+            datapath
+                .install(&case.policy)
+                .unwrap_or_else(|error| panic!("{origin}: installing its policy: {error}"));
+            let expected = classify(&case.frame, &case.policy);
+            let problems = compare(&expected, datapath.run_frame(&case.frame));
+            match replay_judgement(case.known_failure.as_deref(), &problems) {
+                Ok(None) => {}
+                Ok(Some(why)) => known.push(format!("{origin}: {why}")),
+                Err(message) => panic!("{origin}: {message}"),
+            }
         }
     }
-    println!("replayed {} recorded disagreements", files.len());
+    println!(
+        "replayed {} recorded disagreements with each of {} lookups",
+        files.len(),
+        LOOKUPS.len()
+    );
     for line in &known {
         println!("  KNOWN FAILURE of the XDP program, still present: {line}");
     }
@@ -200,6 +223,25 @@ fn replay_judgement<'a>(
 /// listed and the program passed the frame.
 fn is_known_program_bug(known: &[(&str, &str)], rule: &str, program: &str) -> bool {
     program == "pass" && known.iter().any(|(known_rule, _)| *known_rule == rule)
+}
+
+/// The ways the program can look sources up; every frame is judged with one
+/// of them and every regression case with each.
+const LOOKUPS: [Lookup; 2] = [Lookup::Table, Lookup::Trie];
+
+fn lookup_name(lookup: Lookup) -> &'static str {
+    match lookup {
+        Lookup::Table => "table",
+        Lookup::Trie => "lpm-trie",
+    }
+}
+
+fn load(lookup: Lookup) -> Datapath {
+    Datapath::load_with(LoadSettings {
+        lookup,
+        ..LoadSettings::default()
+    })
+    .unwrap_or_else(|error| panic!("loading the XDP program ({lookup:?}): {error}"))
 }
 
 fn regressions_dir() -> PathBuf {
@@ -271,7 +313,10 @@ fn describe(outcome: &FrameOutcome) -> String {
 
 /// The program under test and what the run found.
 struct Fuzz {
-    datapath: Datapath,
+    /// One loaded program per entry of [`LOOKUPS`], in that order.
+    datapaths: Vec<Datapath>,
+    /// The one the current policy is installed in.
+    current: usize,
     seed: u64,
     /// Frames judged per generator, and how each was judged by the reference.
     judged: BTreeMap<Generator, Tally>,
@@ -295,7 +340,8 @@ struct Tally {
 impl Fuzz {
     fn new(seed: u64) -> Self {
         Self {
-            datapath: Datapath::load().expect("loading the XDP program"),
+            datapaths: LOOKUPS.into_iter().map(load).collect(),
+            current: 0,
             seed,
             judged: BTreeMap::new(),
             disagreements: 0,
@@ -305,8 +351,12 @@ impl Fuzz {
         }
     }
 
-    fn install(&mut self, policy: &GeneratedPolicy) {
-        self.datapath
+    fn install(&mut self, policy: &GeneratedPolicy, lookup: Lookup) {
+        self.current = LOOKUPS
+            .iter()
+            .position(|&each| each == lookup)
+            .expect("one of LOOKUPS");
+        self.datapaths[self.current]
             .install(&policy.policy)
             .unwrap_or_else(|error| panic!("installing\n{}\n: {error}", policy.text));
     }
@@ -314,7 +364,7 @@ impl Fuzz {
     fn judge(&mut self, generator: Generator, policy: &GeneratedPolicy, frame: &[u8]) {
         assert!(frame.len() >= MIN_FRAME, "a generator made a runt frame");
         let expected = classify(frame, &policy.policy);
-        let outcome = self.datapath.run_frame(frame);
+        let outcome = self.datapaths[self.current].run_frame(frame);
         let tally = self.judged.entry(generator).or_default();
         tally.frames += 1;
         if expected.verdict != Verdict::Pass {
@@ -357,7 +407,13 @@ impl Fuzz {
             self.disagreements
         );
         let path = regressions_dir().join(name);
-        let text = Regression::render(generator, self.seed, policy, frame, &expected, &problems);
+        let found = format!(
+            "the `{}` generator of tests/tests/differential.rs with seed {:#x}, {} lookup",
+            generator.name(),
+            self.seed,
+            lookup_name(LOOKUPS[self.current])
+        );
+        let text = Regression::render(&found, policy, frame, &expected, &problems);
         std::fs::write(&path, text)
             .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
         println!("DISAGREEMENT written to {}", path.display());
@@ -416,9 +472,9 @@ struct Regression {
 }
 
 impl Regression {
+    /// The text of a regression file; `found` says by what run.
     fn render(
-        generator: Generator,
-        seed: u64,
+        found: &str,
         policy: &GeneratedPolicy,
         frame: &[u8],
         expected: &Expected,
@@ -428,11 +484,10 @@ impl Regression {
         let _ = writeln!(
             text,
             "# A frame on which the XDP program and tests/src/reference.rs disagreed,\n\
-             # found by the `{}` generator of tests/tests/differential.rs with seed {seed:#x}.\n\
+             # found by {found}.\n\
              # Decide which side is wrong. If it is the program, add a line\n\
              # known_failure = \"the rule it breaks\" and rename the file to start with\n\
-             # known-failure-.",
-            generator.name()
+             # known-failure-."
         );
         for problem in problems {
             let _ = writeln!(text, "# {problem}");
@@ -487,7 +542,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .bytes()
         .filter(|byte| !byte.is_ascii_whitespace())
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
@@ -830,7 +885,7 @@ fn generate(generator: Generator, rng: &mut Rng, policy: &GeneratedPolicy) -> Ve
                 .collect()
         }
         Generator::Structured => vec![structured(rng, policy)],
-        Generator::Random => vec![random_bytes(rng)],
+        Generator::Random => vec![random_bytes(rng, policy)],
     }
 }
 
@@ -1006,8 +1061,9 @@ fn upper_layer(rng: &mut Rng, policy: &GeneratedPolicy, frame: Frame) -> (Frame,
 }
 
 /// (e) Random bytes, mostly with an IP ethertype and version so that the
-/// parser gets past the first checks.
-fn random_bytes(rng: &mut Rng) -> Vec<u8> {
+/// parser gets past the first checks, and often with offset 0 and, where a
+/// TCP header would start, a gated port and SYN, so that some are gated.
+fn random_bytes(rng: &mut Rng, policy: &GeneratedPolicy) -> Vec<u8> {
     let mut frame = rng.bytes_between(MIN_FRAME, 200);
     if rng.percent(80) {
         let ethertype: u16 = rng.pick(&[0x0800, 0x86dd, 0x8100, 0x88a8]);
@@ -1037,6 +1093,24 @@ fn random_bytes(rng: &mut Rng) -> Vec<u8> {
             && rng.percent(70)
         {
             *protocol = rng.pick(&[6, 6, 0, 43, 44, 51, 60]);
+        }
+        if !v6
+            && rng.percent(70)
+            && let Some(offset) = frame.get_mut(ip + 6..ip + 8)
+        {
+            // Keep the flags, clear the fragment offset.
+            offset[0] &= 0xe0;
+            offset[1] = 0;
+        }
+        let tcp = match frame.get(ip) {
+            Some(first) if !v6 => ip + usize::from(first & 0x0f) * 4,
+            _ => ip + 40,
+        };
+        if rng.percent(50)
+            && let Some(header) = frame.get_mut(tcp + 2..tcp + 14)
+        {
+            header[..2].copy_from_slice(&port(rng, policy).to_be_bytes());
+            header[11] = gatekeeper_tests::frames::SYN;
         }
     }
     frame
