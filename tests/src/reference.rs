@@ -341,8 +341,8 @@ fn parse_ipv6(bytes: Bounded<'_>, ip: usize) -> Parsed {
                 if offset_flags >> 3 != 0 {
                     return Parsed::Pass("IPv6 non-first fragment");
                 }
-                // Reading: a chain with several fragment headers is a first
-                // fragment when any of them has M set (all at offset 0).
+                // With several fragment headers (all at offset 0), the
+                // datagram is a first fragment when any of them has M set.
                 last_fragment_more = offset_flags & 1 != 0;
                 first_fragment |= last_fragment_more;
                 8
