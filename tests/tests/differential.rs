@@ -335,6 +335,7 @@ struct Tally {
     allowed: u64,
     tiny_fragments: u64,
     long_chains: u64,
+    disagreements: u64,
 }
 
 impl Fuzz {
@@ -389,6 +390,9 @@ impl Fuzz {
             return;
         }
         self.disagreements += 1;
+        if let Some(tally) = self.judged.get_mut(&generator) {
+            tally.disagreements += 1;
+        }
         let kind = format!(
             "{} / {} / {}",
             generator.name(),
@@ -427,21 +431,22 @@ impl Fuzz {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<12} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "generator", "frames", "gated", "allowed", "tiny", "long"
+            "{:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            "generator", "frames", "gated", "allowed", "tiny", "long", "disagree"
         );
         let mut total = 0;
         for (generator, tally) in &self.judged {
             total += tally.frames;
             let _ = writeln!(
                 out,
-                "{:<12} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "{:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
                 generator.name(),
                 tally.frames,
                 tally.gated,
                 tally.allowed,
                 tally.tiny_fragments,
-                tally.long_chains
+                tally.long_chains,
+                tally.disagreements
             );
         }
         let _ = writeln!(
