@@ -590,7 +590,10 @@ fn classify_v6(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
                 if frag >> 3 != 0 {
                     return None;
                 }
-                first_fragment = frag & 1 != 0;
+                // The stack reassembles by the first fragment header with M
+                // set and skips a later atomic one (offset 0, M clear), so
+                // one M set anywhere in the chain makes a first fragment.
+                first_fragment |= frag & 1 != 0;
                 next = next_header;
                 8
             }

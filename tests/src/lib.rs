@@ -2,5 +2,6 @@ pub mod frames;
 pub mod live;
 pub mod netns;
 pub mod pcap;
+pub mod reference;
 pub mod sample;
 pub mod support;
