@@ -321,8 +321,11 @@ pub struct SourceRecord {
     pub last_port: u16,
     /// 1 when the policy of the time admitted the last one.
     pub admitted: u8,
+    /// Padding, zero. Two fields rather than one byte array, which the
+    /// eBPF target would zero with a call to a byte loop.
+    pub _pad: u8,
     /// Padding, zero.
-    pub _pad: [u8; 5],
+    pub _pad_word: u32,
 }
 
 /// The deny log's settings.

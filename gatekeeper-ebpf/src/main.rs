@@ -199,19 +199,36 @@ struct Gated {
 /// bytes; ports the program could not read are 0.
 struct Flow {
     family: u32,
-    source: [u8; 16],
-    destination: [u8; 16],
+    source: Addr,
+    destination: Addr,
     source_port: u16,
     destination_port: u16,
 }
 
-fn widen(addr: [u8; 4]) -> [u8; 16] {
-    let mut wide = [0; 16];
-    wide[0] = addr[0];
-    wide[1] = addr[1];
-    wide[2] = addr[2];
-    wide[3] = addr[3];
-    wide
+/// An address in the bytes the maps and events use, held as one integer:
+/// the compiler fills and copies it two words at a time, where a byte array
+/// was zeroed by a call to a byte loop.
+#[derive(Clone, Copy)]
+struct Addr(u128);
+
+impl Addr {
+    /// An IPv4 address in the first four bytes, the rest zero.
+    fn v4(addr: [u8; 4]) -> Self {
+        Self(u128::from(u32::from_ne_bytes(addr)))
+    }
+
+    fn v6(addr: [u8; 16]) -> Self {
+        Self(u128::from_ne_bytes(addr))
+    }
+
+    fn bytes(self) -> [u8; 16] {
+        self.0.to_ne_bytes()
+    }
+
+    fn v4_bytes(self) -> [u8; 4] {
+        // Truncation keeps the first four bytes: the target is little-endian.
+        (self.0 as u32).to_ne_bytes()
+    }
 }
 
 /// The active slot's policy, read once per gated-candidate frame.
@@ -223,12 +240,7 @@ struct Policy {
 fn judge(ctx: &XdpContext, gated: &Gated, counters: &mut [u64; counter::COUNT]) -> u32 {
     let flow = &gated.flow;
     let (connector, allow_at, deny_at, would_deny_at) = if flow.family == FAMILY_V4 {
-        let addr = [
-            flow.source[0],
-            flow.source[1],
-            flow.source[2],
-            flow.source[3],
-        ];
+        let addr = flow.source.v4_bytes();
         let connector = if gated.flags & FLAG_TRIE_LOOKUP == 0 {
             table_v4(gated.table_base, addr)
         } else {
@@ -249,13 +261,13 @@ fn judge(ctx: &XdpContext, gated: &Gated, counters: &mut [u64; counter::COUNT]) 
         )
     } else {
         let connector = if gated.flags & FLAG_TRIE_LOOKUP == 0 {
-            table_v6(gated.table_base, &flow.source)
+            table_v6(gated.table_base, &flow.source.bytes())
         } else {
             let key = Key::new(
                 SLOT_PREFIX_BITS + 128,
                 Ipv6Key {
                     slot: gated.slot,
-                    addr: flow.source,
+                    addr: flow.source.bytes(),
                 },
             );
             GK_ALLOW_V6.get(&key).copied()
@@ -279,12 +291,7 @@ fn judge(ctx: &XdpContext, gated: &Gated, counters: &mut [u64; counter::COUNT]) 
     // gated SYN.
     let connector_id = connector.unwrap_or(u32::MAX);
     if flow.family == FAMILY_V4 {
-        let source = u32::from_be_bytes([
-            flow.source[0],
-            flow.source[1],
-            flow.source[2],
-            flow.source[3],
-        ]);
+        let source = u32::from_be_bytes(flow.source.v4_bytes());
         debug!(
             ctx,
             "gated SYN from {:i} to port {}, connector id {}",
@@ -296,7 +303,7 @@ fn judge(ctx: &XdpContext, gated: &Gated, counters: &mut [u64; counter::COUNT]) 
         debug!(
             ctx,
             "gated SYN from {:i} to port {}, connector id {}",
-            flow.source,
+            flow.source.bytes(),
             flow.destination_port,
             connector_id
         );
@@ -367,7 +374,7 @@ fn table_v6(base: u32, addr: &[u8; 16]) -> Option<u32> {
 fn record_source(flow: &Flow, admitted: bool, now: u64) {
     let key = SourceKey {
         family: flow.family,
-        addr: flow.source,
+        addr: flow.source.bytes(),
     };
     if let Some(record) = GK_INVENTORY.get_ptr_mut(key) {
         // SAFETY: the pointer is to a live map value; other CPUs may update
@@ -387,7 +394,8 @@ fn record_source(flow: &Flow, admitted: bool, now: u64) {
         last_seen_ns: now,
         last_port: flow.destination_port,
         admitted: u8::from(admitted),
-        _pad: [0; 5],
+        _pad: 0,
+        _pad_word: 0,
     };
     // Another CPU may have inserted the source meanwhile; its record wins
     // and this attempt goes uncounted, which the inventory can afford.
@@ -414,8 +422,8 @@ fn log_deny(
     entry.write(DenyEvent {
         family: flow.family,
         ifindex: ctx.ingress_ifindex() as u32,
-        source: flow.source,
-        destination: flow.destination,
+        source: flow.source.bytes(),
+        destination: flow.destination.bytes(),
         source_port: flow.source_port,
         destination_port: flow.destination_port,
         mode,
@@ -546,8 +554,8 @@ fn classify_v4(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
         table_base: policy.config.table_base,
         flow: Flow {
             family: FAMILY_V4,
-            source: widen(ip.src_addr),
-            destination: widen(ip.dst_addr),
+            source: Addr::v4(ip.src_addr),
+            destination: Addr::v4(ip.dst_addr),
             source_port: sport,
             destination_port: dport,
         },
@@ -656,8 +664,8 @@ fn classify_v6(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
         table_base: policy.config.table_base,
         flow: Flow {
             family: FAMILY_V6,
-            source: ip.src_addr,
-            destination: ip.dst_addr,
+            source: Addr::v6(ip.src_addr),
+            destination: Addr::v6(ip.dst_addr),
             source_port: sport,
             destination_port: dport,
         },
