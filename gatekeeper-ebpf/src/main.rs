@@ -444,15 +444,21 @@ fn take_token(now: u64) -> bool {
     };
     // SAFETY: per-CPU entry, only this CPU touches it.
     let state = unsafe { &mut *state };
-    // Capped so that elapsed * rate cannot overflow (rates are at most a
-    // million per second).
     let elapsed = now.saturating_sub(state.refilled_ns);
-    let capacity = settings.burst * 1000;
-    let refill = elapsed.min(MAX_REFILL_NS) * settings.rate_per_sec / 1_000_000;
+    // The coarse clock stands still between two ticks: under a flood most
+    // frames skip the division.
+    let refill = if elapsed == 0 {
+        0
+    } else {
+        // Capped so that elapsed * rate cannot overflow (rates are at most
+        // a million per second).
+        elapsed.min(MAX_REFILL_NS) * settings.rate_per_sec / 1_000_000
+    };
     // Under a flood the time between two frames buys less than a
     // thousandth of a token; keep the clock where it was until it buys one,
     // or the bucket would never refill.
     if refill > 0 {
+        let capacity = settings.burst * 1000;
         state.milli_tokens = (state.milli_tokens + refill).min(capacity);
         state.refilled_ns = now;
     }
