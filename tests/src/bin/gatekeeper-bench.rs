@@ -23,12 +23,14 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 struct Options {
     quick: bool,
     json: Option<PathBuf>,
+    filter: Option<String>,
 }
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         quick: false,
         json: None,
+        filter: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -38,8 +40,16 @@ fn parse_args() -> Result<Options, String> {
                 let path = args.next().ok_or("--json needs a file name")?;
                 options.json = Some(PathBuf::from(path));
             }
+            "--filter" => {
+                let text = args.next().ok_or("--filter needs a text")?;
+                options.filter = Some(text);
+            }
             "--help" | "-h" => {
-                return Err("usage: gatekeeper-bench [--quick] [--json FILE]".to_owned());
+                return Err(
+                    "usage: gatekeeper-bench [--quick] [--json FILE] [--filter TEXT]\n\
+                     --filter TEXT measures only the traffic classes whose name contains TEXT"
+                        .to_owned(),
+                );
             }
             other => return Err(format!("unknown argument {other:?}; see --help")),
         }
@@ -408,6 +418,11 @@ fn main() {
                     "table_chunks_per_slot": if lookup == Lookup::Table { table_chunks } else { 0 },
                 }));
                 for class in classes(&prefixes_v4, &prefixes_v6, frames_per_class) {
+                    if let Some(filter) = &options.filter
+                        && !class.name.contains(filter.as_str())
+                    {
+                        continue;
+                    }
                     let timing = measure(floor, datapath.program(), &class.frames, repeat, runs);
                     println!(
                         "{:<14} {:<24} {:<12} {:>9.1} {:>7.1} {:>+8.1} {:>6.2}x",
