@@ -49,7 +49,14 @@ fn main() -> anyhow::Result<()> {
     let target_dir = out_dir.join("ebpf-target");
     let mut command = Command::new("rustup");
     command
-        .args(["run", TOOLCHAIN, "cargo", "build", "--package", "gatekeeper-ebpf"])
+        .args([
+            "run",
+            TOOLCHAIN,
+            "cargo",
+            "build",
+            "--package",
+            "gatekeeper-ebpf",
+        ])
         .args(["--bins", "--release", "--message-format=json"])
         .args(["--target", target, "-Z", "build-std=core"])
         .arg("--target-dir")
@@ -117,9 +124,8 @@ fn main() -> anyhow::Result<()> {
     }
     for (name, path) in executables {
         let destination = out_dir.join(&name);
-        std::fs::copy(&path, &destination).with_context(|| {
-            format!("copying {} to {}", path.display(), destination.display())
-        })?;
+        std::fs::copy(&path, &destination)
+            .with_context(|| format!("copying {} to {}", path.display(), destination.display()))?;
     }
     Ok(())
 }
