@@ -24,6 +24,11 @@ pub const PROGRAM_NAME: &str = "gatekeeper";
 pub const FLOOR_PROGRAM_NAME: &str = "gatekeeper_floor";
 /// An XDP program in the same object that passes every frame.
 pub const PASS_PROGRAM_NAME: &str = "gatekeeper_pass";
+/// An XDP program in the same object that is never attached: run on a
+/// scratch buffer with `BPF_PROG_RUN`, it writes the kernel's jiffies and
+/// `CLOCK_MONOTONIC` time, read at the same moment, into the buffer's first
+/// 16 bytes (see [`ClockReference`]).
+pub const CLOCK_PROGRAM_NAME: &str = "gatekeeper_clock";
 
 /// Map holding the active slot: one `u32` at index 0.
 pub const ACTIVE_MAP: &str = "GK_ACTIVE";
@@ -53,8 +58,8 @@ pub const CONNECTORS_MAP: &str = "GK_CONNECTORS";
 /// id`). Only user space reads it: it lets `gatekeeper status` name the
 /// connectors of the live policy from the pinned maps alone.
 pub const NAMES_MAP: &str = "GK_NAMES";
-/// LRU hash of every source that sent a gated SYN: [`SourceKey`] to
-/// [`SourceRecord`]. Its size is set when the program is loaded.
+/// The source inventory: a per-CPU array of [`InventorySet`]s; see
+/// [`inventory`]. Its size is set when the program is loaded.
 pub const INVENTORY_MAP: &str = "GK_INVENTORY";
 /// Ring buffer of [`DenyEvent`]s.
 pub const EVENTS_MAP: &str = "GK_EVENTS";
@@ -62,15 +67,15 @@ pub const EVENTS_MAP: &str = "GK_EVENTS";
 pub const LOG_SETTINGS_MAP: &str = "GK_LOG_CFG";
 /// Per-CPU [`RateState`] of the deny-log token bucket, one entry.
 pub const LOG_RATE_MAP: &str = "GK_LOG_RATE";
-
-/// Default size of the source inventory.
-pub const DEFAULT_INVENTORY_SIZE: u32 = 65536;
+/// [`ClockReference`], one entry, written by the controller: how to turn
+/// the program's jiffies into time.
+pub const CLOCK_MAP: &str = "GK_CLOCK";
 /// Size of the deny-event ring buffer in bytes (a power of two).
 pub const EVENTS_RING_BYTES: u32 = 1 << 18;
 
 /// Every map the program defines, for checks that the object and the
 /// controller agree.
-pub const MAP_NAMES: [&str; 15] = [
+pub const MAP_NAMES: [&str; 16] = [
     ACTIVE_MAP,
     CONFIG_MAP,
     PORTS_MAP,
@@ -86,6 +91,7 @@ pub const MAP_NAMES: [&str; 15] = [
     EVENTS_MAP,
     LOG_SETTINGS_MAP,
     LOG_RATE_MAP,
+    CLOCK_MAP,
 ];
 
 /// Number of policy slots: the live one and the one being written.
@@ -289,51 +295,101 @@ impl Default for ConnectorCounters {
     }
 }
 
-/// Address family codes in [`SourceKey`] and [`DenyEvent`].
+/// Address family codes in [`SourceRecord`] and [`DenyEvent`].
 pub const FAMILY_V4: u32 = 4;
 /// See [`FAMILY_V4`].
 pub const FAMILY_V6: u32 = 6;
 
-/// A source address in the inventory; IPv4 addresses fill the first four
-/// bytes and leave the rest zero.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct SourceKey {
-    /// [`FAMILY_V4`] or [`FAMILY_V6`].
-    pub family: u32,
-    /// Address bytes, most significant first.
-    pub addr: [u8; 16],
+/// The source inventory's layout: a set-associative cache of sources, like
+/// a CPU's, kept per CPU so that no two CPUs ever write the same record.
+///
+/// A source's set is picked by a multiplicative hash of its address, salted
+/// with a seed the controller draws when it loads the program (so that
+/// nobody can aim spoofed sources at the set of a known sender). A gated
+/// SYN updates the set's record of its source, or replaces the least
+/// recently seen of the set's [`WAYS`](inventory::WAYS) records. That is a
+/// fixed number of inlined array reads and no helper call, where a BPF
+/// hash map costs a call and a hash of the key per SYN. The controller
+/// merges what every CPU saw of a source.
+pub mod inventory {
+    /// Records per set.
+    pub const WAYS: usize = 4;
+    /// Default number of sets per CPU (16,384 sources, 768 KiB per CPU).
+    pub const DEFAULT_SETS: u32 = 4096;
+    /// Name of the program's global holding the number of sets minus one (a
+    /// power of two minus one), set when the program is loaded.
+    pub const SET_MASK_GLOBAL: &str = "GK_INVENTORY_SET_MASK";
+    /// Name of the program's global holding the hash seed.
+    pub const SEED_GLOBAL: &str = "GK_INVENTORY_SEED";
+    /// The multiplier of the set hash (2^64 divided by the golden ratio).
+    pub const HASH_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    /// The set of a source whose address, as [`super::SourceRecord::addr`]
+    /// holds it, is `addr`.
+    pub const fn set_of(addr: [u64; 2], seed: u64, mask: u32) -> u32 {
+        let mixed = (addr[0] ^ addr[1] ^ seed).wrapping_mul(HASH_MULTIPLIER);
+        // The high half of the product is the well-mixed one.
+        (mixed >> 32) as u32 & mask
+    }
 }
 
-/// What the inventory knows of one source.
+/// What the inventory knows of one source, on one CPU. A record whose
+/// `family` is 0 is empty.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceRecord {
+    /// The address's bytes, most significant first, read as two
+    /// native-endian words; IPv4 addresses fill the first four bytes and
+    /// leave the rest zero.
+    pub addr: [u64; 2],
     /// Gated SYNs seen from the source.
     pub attempts: u64,
-    /// First and last of them, in `bpf_ktime_get_coarse_ns` time
-    /// (`CLOCK_MONOTONIC_COARSE`: one timer tick of resolution, a few
-    /// milliseconds, for a fraction of the precise clock's cost).
-    pub first_seen_ns: u64,
-    /// See `first_seen_ns`.
-    pub last_seen_ns: u64,
+    /// First and last of them, in jiffies (see [`ClockReference`]).
+    pub first_seen: u64,
+    /// See `first_seen`.
+    pub last_seen: u64,
     /// Destination port of the last one.
     pub last_port: u16,
-    /// 1 when the policy of the time admitted the last one.
-    pub admitted: u8,
-    /// Padding, zero. Two fields rather than one byte array, which the
-    /// eBPF target would zero with a call to a byte loop.
-    pub _pad: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`] (which fit), or 0 for an empty record.
+    pub family: u16,
     /// Padding, zero.
-    pub _pad_word: u32,
+    pub _pad: u32,
 }
 
+/// One set of the inventory; see [`inventory`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InventorySet {
+    /// The set's records.
+    pub ways: [SourceRecord; inventory::WAYS],
+}
+
+/// How the controller turns the program's timestamps into time.
+///
+/// The program stamps with `bpf_jiffies64()`, which the verifier inlines to
+/// a single load of the kernel's tick counter: one tick of resolution (1 to
+/// 10 ms), without the cost of a helper call that a clock read has. The
+/// kernel advances jiffies from `CLOCK_MONOTONIC`, one every
+/// `(1e9 + hz / 2) / hz` nanoseconds, so one reading of both at the same
+/// moment and the tick rate convert any later jiffies value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockReference {
+    /// Jiffies at the reference moment.
+    pub jiffies: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds at the same moment.
+    pub monotonic_ns: u64,
+    /// The kernel's tick rate (`CONFIG_HZ`); 0 before the controller has
+    /// measured it.
+    pub hz: u64,
+}
 /// The deny log's settings.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogSettings {
-    /// Events per second each CPU may send; 0 sends none.
-    pub rate_per_sec: u64,
+    /// Thousandths of an event each CPU may send per jiffy: the rate per
+    /// second times 1000 over the tick rate. 0 sends none.
+    pub milli_tokens_per_jiffy: u64,
     /// Events a CPU may send at once after a quiet spell.
     pub burst: u64,
 }
@@ -344,8 +400,8 @@ pub struct LogSettings {
 pub struct RateState {
     /// Tokens in thousandths of an event.
     pub milli_tokens: u64,
-    /// When tokens were last added, in `bpf_ktime_get_coarse_ns` time.
-    pub refilled_ns: u64,
+    /// When tokens were last added, in jiffies.
+    pub refilled: u64,
 }
 
 /// A deny or would-deny, as the program reports it.
@@ -366,8 +422,6 @@ pub struct DenyEvent {
     pub destination_port: u16,
     /// [`MODE_ENFORCE`] (dropped) or [`MODE_MONITOR`] (would-deny).
     pub mode: u32,
-    /// When, in `bpf_ktime_get_coarse_ns` time.
-    pub at_ns: u64,
 }
 
 /// Largest IPv6 extension-header chain the program follows. A chain that
@@ -390,9 +444,9 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnectorName {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::InventorySet {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::SourceRecord {}
+    unsafe impl aya::Pod for super::ClockReference {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LogSettings {}
     // SAFETY: as above.
@@ -414,11 +468,12 @@ mod tests {
         assert_eq!(size_of::<Config>(), 48);
         assert_eq!(size_of::<TableChunk>(), 4 * table::CHUNK_ENTRIES);
         assert_eq!(size_of::<ConnectorName>(), CONNECTOR_NAME_LEN);
-        assert_eq!(size_of::<SourceKey>(), 20);
-        assert_eq!(size_of::<SourceRecord>(), 32);
+        assert_eq!(size_of::<SourceRecord>(), 48);
+        assert_eq!(size_of::<InventorySet>(), 48 * inventory::WAYS);
+        assert_eq!(size_of::<ClockReference>(), 24);
         assert_eq!(size_of::<LogSettings>(), 16);
         assert_eq!(size_of::<RateState>(), 16);
-        assert_eq!(size_of::<DenyEvent>(), 56);
+        assert_eq!(size_of::<DenyEvent>(), 48);
         assert_eq!(size_of::<Ipv4Key>(), 8);
         assert_eq!(size_of::<Ipv6Key>(), 20);
         assert_eq!(size_of::<Counters>(), 8 * counter::COUNT);

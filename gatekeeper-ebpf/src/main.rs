@@ -26,41 +26,36 @@
 //! `gatekeeper_common::table`): a handful of array reads whatever its size.
 //! a match passes and is counted for the connector it names; no match is
 //! dropped in enforce mode and passed but counted as would-deny in monitor
-//! mode. Every gated SYN is then recorded in the source inventory, and every
-//! deny or would-deny is sent to the deny log's ring buffer when this CPU's
-//! token bucket has a token, or counted as dropped.
+//! mode. Every gated SYN is then recorded in the source inventory (see
+//! `gatekeeper_common::inventory`), and every deny or would-deny is sent to
+//! the deny log's ring buffer when this CPU's token bucket has a token, or
+//! counted as dropped.
+//!
+//! Time is read with `bpf_jiffies64()`, which the verifier turns into one
+//! load; the hot path makes no helper call but the ring buffer's, which is
+//! rate-limited.
 #![no_std]
 #![no_main]
-// The BPF target has atomic loads and stores but no atomic types with
-// read-modify-write methods; the intrinsic compiles to BPF's atomic add.
-#![feature(core_intrinsics)]
-#![expect(
-    internal_features,
-    reason = "atomic_xadd is the only atomic add on the BPF target"
-)]
 
-use core::{
-    intrinsics::{AtomicOrdering, atomic_xadd},
-    mem::size_of,
-};
+use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
     macros::{map, xdp},
     maps::{
-        Array, LruHashMap, PerCpuArray, RingBuf,
+        Array, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use gatekeeper_common::{
-    BPF_F_MMAPABLE, Config, ConnectorCounters, ConnectorName, Counters, DEFAULT_INVENTORY_SIZE,
-    DenyEvent, EVENTS_RING_BYTES, FAMILY_V4, FAMILY_V6, FLAG_HAS_DESTINATIONS, FLAG_TRIE_LOOKUP,
+    BPF_F_MMAPABLE, ClockReference, Config, ConnectorCounters, ConnectorName, Counters, DenyEvent,
+    EVENTS_RING_BYTES, FAMILY_V4, FAMILY_V6, FLAG_HAS_DESTINATIONS, FLAG_TRIE_LOOKUP, InventorySet,
     Ipv4Key, Ipv6Key, LogSettings, MAX_CONNECTORS, MAX_DESTINATION_PREFIXES, MAX_SOURCE_PREFIXES,
     MAX_V6_EXTENSION_HEADERS, MODE_ENFORCE, MODE_MONITOR, PORT_WORDS, RateState, SLOT_PREFIX_BITS,
-    SLOTS, SourceKey, SourceRecord, TableChunk, counter, table,
+    SLOTS, SourceRecord, TableChunk, counter, inventory, table,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
@@ -110,8 +105,16 @@ static GK_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 static GK_CONNECTORS: PerCpuArray<ConnectorCounters> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-static GK_INVENTORY: LruHashMap<SourceKey, SourceRecord> =
-    LruHashMap::with_max_entries(DEFAULT_INVENTORY_SIZE, 0);
+static GK_INVENTORY: PerCpuArray<InventorySet> =
+    PerCpuArray::with_max_entries(inventory::DEFAULT_SETS, 0);
+
+// The inventory's set count minus one and its hash seed, set by the
+// controller when it loads the program (read-only data: the verifier
+// treats them as constants).
+#[unsafe(no_mangle)]
+static GK_INVENTORY_SET_MASK: u32 = inventory::DEFAULT_SETS - 1;
+#[unsafe(no_mangle)]
+static GK_INVENTORY_SEED: u64 = 0;
 
 #[map]
 static GK_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
@@ -121,6 +124,10 @@ static GK_LOG_CFG: Array<LogSettings> = Array::with_max_entries(1, 0);
 
 #[map]
 static GK_LOG_RATE: PerCpuArray<RateState> = PerCpuArray::with_max_entries(1, 0);
+
+// Read by user space only; see `gatekeeper_common::CLOCK_MAP`.
+#[map]
+static GK_CLOCK: Array<ClockReference> = Array::with_max_entries(1, 0);
 
 // Read by user space only; see `gatekeeper_common::NAMES_MAP`.
 #[map]
@@ -150,11 +157,10 @@ const TCP_MIN_HEADER: usize = 20;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
-/// Longest quiet spell the deny-log bucket refills for: ten seconds.
-const MAX_REFILL_NS: u64 = 10_000_000_000;
-
-/// `BPF_NOEXIST`: insert only if the key is absent.
-const BPF_NOEXIST: u64 = 1;
+/// Longest quiet spell, in jiffies, the deny-log bucket refills for: the
+/// bucket is full long before, and the cap keeps the product of elapsed
+/// jiffies and the rate far from overflowing.
+const MAX_REFILL_JIFFIES: u64 = 1 << 32;
 
 /// No header the program reads starts beyond this offset. XDP frames without
 /// multi-buffer support fit in one page, so a larger offset is past the end
@@ -229,12 +235,18 @@ impl Addr {
         // Truncation keeps the first four bytes: the target is little-endian.
         (self.0 as u32).to_ne_bytes()
     }
+
+    /// The bytes as two native-endian words, first eight bytes first.
+    fn words(self) -> [u64; 2] {
+        // Little-endian: the low half holds the first eight bytes.
+        [self.0 as u64, (self.0 >> 64) as u64]
+    }
 }
 
-/// The active slot's policy, read once per gated-candidate frame.
+/// The active slot's policy, read once per frame that could be gated.
 struct Policy {
     slot: u32,
-    config: Config,
+    config: &'static Config,
 }
 
 fn judge(ctx: &XdpContext, gated: &Gated, counters: &mut [u64; counter::COUNT]) -> u32 {
@@ -279,13 +291,13 @@ fn judge(ctx: &XdpContext, gated: &Gated, counters: &mut [u64; counter::COUNT]) 
             counter::WOULD_DENY_V6,
         )
     };
-    // The coarse clock (one timer tick of resolution) is enough for the
-    // inventory's first and last seen and the deny log's token bucket, and
-    // costs a fraction of `bpf_ktime_get_boot_ns`, whose clock source read
-    // is the dearest step of a gated SYN in a virtual machine.
+    // One tick of resolution is enough for the inventory and the token
+    // bucket, and the verifier inlines this helper to a load of the tick
+    // counter, where a clock read is a call that costs as much as the rest
+    // of a gated SYN together.
     // SAFETY: a helper without arguments or preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    record_source(flow, connector.is_some(), now);
+    let now = unsafe { bpf_jiffies64() };
+    record_source(flow, now);
     // Off unless the controller loads the program with `--ebpf-log debug`;
     // then the verifier keeps it, and it costs a ring-buffer write per
     // gated SYN.
@@ -370,36 +382,54 @@ fn table_v6(base: u32, addr: &[u8; 16]) -> Option<u32> {
     leaf_connector(entry)
 }
 
-/// Counts the SYN in the source inventory.
-fn record_source(flow: &Flow, admitted: bool, now: u64) {
-    let key = SourceKey {
-        family: flow.family,
-        addr: flow.source.bytes(),
+/// Counts the SYN in this CPU's inventory: in its source's record when the
+/// source's set has one, or else in the set's least recently seen record,
+/// which is replaced.
+#[inline(always)]
+fn record_source(flow: &Flow, now: u64) {
+    let addr = flow.source.words();
+    // SAFETY: plain reads of globals; volatile so that the compiler reads
+    // the value the controller set at load rather than the default here.
+    let (seed, mask) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const GK_INVENTORY_SEED),
+            core::ptr::read_volatile(&raw const GK_INVENTORY_SET_MASK),
+        )
     };
-    if let Some(record) = GK_INVENTORY.get_ptr_mut(key) {
-        // SAFETY: the pointer is to a live map value; other CPUs may update
-        // the same record, so the count is added atomically and the other
-        // fields are last-writer-wins.
-        unsafe {
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*record).attempts, 1);
-            (*record).last_seen_ns = now;
-            (*record).last_port = flow.destination_port;
-            (*record).admitted = u8::from(admitted);
-        }
+    let Some(set) = GK_INVENTORY.get_ptr_mut(inventory::set_of(addr, seed, mask)) else {
         return;
-    }
-    let record = SourceRecord {
-        attempts: 1,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        last_port: flow.destination_port,
-        admitted: u8::from(admitted),
-        _pad: 0,
-        _pad_word: 0,
     };
-    // Another CPU may have inserted the source meanwhile; its record wins
-    // and this attempt goes uncounted, which the inventory can afford.
-    let _ = GK_INVENTORY.insert(key, record, BPF_NOEXIST);
+    // SAFETY: per-CPU entry, only this CPU touches it; a program run is not
+    // preempted by another run on the same CPU.
+    let ways = unsafe { &mut (*set).ways };
+    // Truncation is exact: families are 4 and 6.
+    let family = flow.family as u16;
+    let mut victim = 0;
+    let mut oldest = u64::MAX;
+    for (way, record) in ways.iter_mut().enumerate() {
+        if record.addr == addr && record.family == family {
+            record.attempts += 1;
+            record.last_seen = now;
+            record.last_port = flow.destination_port;
+            return;
+        }
+        // An empty record was last seen at 0, before any tick.
+        if record.last_seen < oldest {
+            oldest = record.last_seen;
+            victim = way;
+        }
+    }
+    if let Some(record) = ways.get_mut(victim) {
+        *record = SourceRecord {
+            addr,
+            attempts: 1,
+            first_seen: now,
+            last_seen: now,
+            last_port: flow.destination_port,
+            family,
+            _pad: 0,
+        };
+    }
 }
 
 /// Sends a deny event when this CPU's token bucket allows, and counts it as
@@ -427,7 +457,6 @@ fn log_deny(
         source_port: flow.source_port,
         destination_port: flow.destination_port,
         mode,
-        at_ns: now,
     });
     entry.submit(0);
     counters[counter::EVENTS_SENT] += 1;
@@ -444,23 +473,16 @@ fn take_token(now: u64) -> bool {
     };
     // SAFETY: per-CPU entry, only this CPU touches it.
     let state = unsafe { &mut *state };
-    let elapsed = now.saturating_sub(state.refilled_ns);
-    // The coarse clock stands still between two ticks: under a flood most
-    // frames skip the division.
-    let refill = if elapsed == 0 {
-        0
-    } else {
-        // Capped so that elapsed * rate cannot overflow (rates are at most
-        // a million per second).
-        elapsed.min(MAX_REFILL_NS) * settings.rate_per_sec / 1_000_000
-    };
-    // Under a flood the time between two frames buys less than a
-    // thousandth of a token; keep the clock where it was until it buys one,
-    // or the bucket would never refill.
-    if refill > 0 {
+    // Between two ticks nothing is added: under a flood most frames skip
+    // the refill.
+    let elapsed = now.saturating_sub(state.refilled);
+    if elapsed > 0 {
+        // At most 2^32 jiffies times at most 10^9 milli-tokens a jiffy
+        // (a million events a second at 1 Hz) cannot overflow.
+        let refill = elapsed.min(MAX_REFILL_JIFFIES) * settings.milli_tokens_per_jiffy;
         let capacity = settings.burst * 1000;
         state.milli_tokens = (state.milli_tokens + refill).min(capacity);
-        state.refilled_ns = now;
+        state.refilled = now;
     }
     if state.milli_tokens < 1000 {
         return false;
@@ -539,10 +561,11 @@ fn classify_v4(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
         SynState::FlagsCutOff => true,
     };
 
-    let policy = active_policy()?;
-    if !port_is_gated(policy.slot, dport) {
+    let slot = active_slot()?;
+    if !port_is_gated(slot, dport) {
         return None;
     }
+    let policy = policy_of(slot)?;
     if policy.config.flags & FLAG_HAS_DESTINATIONS != 0 {
         let key = Key::new(
             SLOT_PREFIX_BITS + 32,
@@ -649,10 +672,11 @@ fn classify_v6(ctx: &XdpContext, ip_at: usize) -> Option<Gated> {
         };
     }
 
-    let policy = active_policy()?;
-    if reached_tcp && !port_is_gated(policy.slot, dport) {
+    let slot = active_slot()?;
+    if reached_tcp && !port_is_gated(slot, dport) {
         return None;
     }
+    let policy = policy_of(slot)?;
     if policy.config.flags & FLAG_HAS_DESTINATIONS != 0 {
         let key = Key::new(
             SLOT_PREFIX_BITS + 128,
@@ -740,9 +764,14 @@ impl Segment {
     }
 }
 
-fn active_policy() -> Option<Policy> {
-    let slot = *GK_ACTIVE.get(0)?;
-    let config = *GK_CONFIG.get(slot)?;
+fn active_slot() -> Option<u32> {
+    GK_ACTIVE.get(0).copied()
+}
+
+/// The policy in `slot`, when it holds one. Read after the port check, so
+/// that traffic to other ports never reads it.
+fn policy_of(slot: u32) -> Option<Policy> {
+    let config = GK_CONFIG.get(slot)?;
     if config.mode != MODE_ENFORCE && config.mode != MODE_MONITOR {
         return None;
     }
@@ -792,6 +821,22 @@ pub fn gatekeeper_floor(_ctx: XdpContext) -> u32 {
 /// `cargo xtask loadtest`.
 #[xdp]
 pub fn gatekeeper_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+/// Never attached: the controller runs it with `BPF_PROG_RUN` on a scratch
+/// buffer to read jiffies and `CLOCK_MONOTONIC` at the same moment (see
+/// `gatekeeper_common::ClockReference`). It writes them, native-endian,
+/// into the buffer's first 16 bytes.
+#[xdp]
+pub fn gatekeeper_clock(ctx: XdpContext) -> u32 {
+    let Some(out) = ptr_at::<[u64; 2]>(&ctx, 0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: helpers without arguments or preconditions.
+    let reading = unsafe { [bpf_jiffies64(), bpf_ktime_get_ns()] };
+    // SAFETY: `ptr_at` checked that the 16 bytes lie inside the buffer.
+    unsafe { out.cast_mut().write_unaligned(reading) };
     XDP_PASS
 }
 

@@ -17,12 +17,12 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use gatekeeper_common::{
-    ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CONFIG_MAP, CONNECTOR_NAME_LEN, CONNECTORS_MAP,
-    COUNTERS_MAP, Config, ConnectorCounters, ConnectorName, Counters, DEFAULT_INVENTORY_SIZE,
-    DEST_V4_MAP, DEST_V6_MAP, DESTINATION_PRESENT, EVENTS_MAP, FLAG_HAS_DESTINATIONS,
-    FLAG_TRIE_LOOKUP, INVENTORY_MAP, Ipv4Key, Ipv6Key, LOG_SETTINGS_MAP, LogSettings, MAP_NAMES,
-    MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP, PROGRAM_NAME,
-    SLOT_PREFIX_BITS, SLOTS, TABLE_MAP, TableChunk, counter,
+    ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CLOCK_MAP, CLOCK_PROGRAM_NAME, CONFIG_MAP,
+    CONNECTOR_NAME_LEN, CONNECTORS_MAP, COUNTERS_MAP, ClockReference, Config, ConnectorCounters,
+    ConnectorName, Counters, DEST_V4_MAP, DEST_V6_MAP, DESTINATION_PRESENT, EVENTS_MAP,
+    FLAG_HAS_DESTINATIONS, FLAG_TRIE_LOOKUP, INVENTORY_MAP, Ipv4Key, Ipv6Key, LOG_SETTINGS_MAP,
+    LogSettings, MAP_NAMES, MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS,
+    PORTS_MAP, PROGRAM_NAME, SLOT_PREFIX_BITS, SLOTS, TABLE_MAP, TableChunk, counter, inventory,
     table::{DEFAULT_POOL_CHUNKS, ROOT_CHUNKS},
 };
 use ipnet::IpNet;
@@ -67,11 +67,11 @@ pub fn time_program(
 /// # Errors
 ///
 /// As [`Datapath::load`].
-pub fn load_reference_program(name: &str) -> Result<Ebpf, DatapathError> {
+pub fn load_reference_program(name: &'static str) -> Result<Ebpf, DatapathError> {
     let mut ebpf = Ebpf::load(OBJECT).map_err(DatapathError::Object)?;
     let program: &mut Xdp = ebpf
         .program_mut(name)
-        .ok_or(DatapathError::MissingProgram)?
+        .ok_or(DatapathError::MissingProgram(name))?
         .try_into()
         .map_err(DatapathError::LoadProgram)?;
     program.load().map_err(DatapathError::LoadProgram)?;
@@ -96,8 +96,8 @@ pub enum DatapathError {
     #[error("loading the eBPF object")]
     Object(#[source] EbpfError),
     /// The object lacks the XDP program; the build is broken.
-    #[error("the eBPF object has no XDP program named {PROGRAM_NAME}")]
-    MissingProgram,
+    #[error("the eBPF object has no XDP program named {0}")]
+    MissingProgram(&'static str),
     /// The kernel refused the program.
     #[error("loading the XDP program into the kernel")]
     LoadProgram(#[source] ProgramError),
@@ -182,7 +182,8 @@ pub enum DatapathError {
 /// How to load the program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadSettings {
-    /// Sources the inventory remembers.
+    /// Sources each CPU's inventory remembers, rounded up by
+    /// [`inventory_sets`].
     pub inventory_size: u32,
     /// Keep the program's debug log statements (one per gated SYN).
     pub ebpf_debug_log: bool,
@@ -213,6 +214,39 @@ pub enum Lookup {
     /// The kernel's LPM tries, whose cost grows with the allowlist: the
     /// reference the table is tested and benchmarked against.
     Trie,
+}
+
+/// Sources per CPU the inventory holds by default.
+pub const DEFAULT_INVENTORY_SIZE: u32 = inventory::DEFAULT_SETS * inventory::WAYS as u32;
+
+/// The number of inventory sets for `size` sources per CPU: enough sets of
+/// [`inventory::WAYS`] to hold them, rounded up to a power of two so that a
+/// hash picks a set with a mask.
+pub fn inventory_sets(size: u32) -> u32 {
+    size.div_ceil(inventory::WAYS as u32)
+        .max(1)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 31)
+}
+
+/// Bytes the inventory takes on each CPU with `size` sources per CPU.
+pub fn inventory_bytes_per_cpu(size: u32) -> u64 {
+    u64::from(inventory_sets(size)) * std::mem::size_of::<gatekeeper_common::InventorySet>() as u64
+}
+
+/// A seed for the inventory's hash that nobody outside can guess.
+fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: getrandom writes at most `seed.len()` bytes into the buffer.
+    let written = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if written != seed.len() as isize {
+        // Not secret, but still different on every load.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        return now ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    u64::from_ne_bytes(seed)
 }
 
 /// Bytes the table map takes with `table_chunks` child chunks per slot.
@@ -378,6 +412,8 @@ pub struct Datapath {
     lookup: Lookup,
     /// Child chunks per slot.
     table_chunks: u32,
+    /// The kernel's tick rate, which the program's clock counts in.
+    hz: u64,
     /// Allowed counts per connector when last read by [`Datapath::run_frame`].
     connector_baseline: Option<Vec<u64>>,
     ledger: ConnectorLedger,
@@ -435,21 +471,41 @@ impl Datapath {
             0
         };
         let table_len = SLOTS * (ROOT_CHUNKS + settings.table_chunks);
+        let sets = inventory_sets(settings.inventory_size);
+        let set_mask = sets - 1;
+        let seed = random_seed();
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(INVENTORY_MAP, settings.inventory_size)
+            .map_max_entries(INVENTORY_MAP, sets)
             .map_max_entries(TABLE_MAP, table_len)
             .override_global(aya_log::LEVEL, &log_level, true)
+            .override_global(inventory::SET_MASK_GLOBAL, &set_mask, true)
+            .override_global(inventory::SEED_GLOBAL, &seed, true)
             .load(OBJECT)
             .map_err(DatapathError::Object)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or(DatapathError::MissingProgram)?
+            .ok_or(DatapathError::MissingProgram(PROGRAM_NAME))?
             .try_into()
             .map_err(DatapathError::LoadProgram)?;
         program.load().map_err(DatapathError::LoadProgram)?;
+        let clock: &mut Xdp = ebpf
+            .program_mut(CLOCK_PROGRAM_NAME)
+            .ok_or(DatapathError::MissingProgram(CLOCK_PROGRAM_NAME))?
+            .try_into()
+            .map_err(DatapathError::LoadProgram)?;
+        clock.load().map_err(DatapathError::LoadProgram)?;
+        let reference = crate::clock::reference(clock)?;
         if let Some(dir) = pin_dir {
             pin_maps(&ebpf, dir)?;
         }
+        let mut clock_map: Array<MapData, ClockReference> = typed(&mut ebpf, CLOCK_MAP)?;
+        clock_map
+            .set(0, reference, 0)
+            .map_err(|source| DatapathError::Write {
+                map: CLOCK_MAP,
+                what: "the clock reference".to_owned(),
+                source,
+            })?;
 
         let table = match ebpf.map(TABLE_MAP) {
             Some(Map::Array(data)) => SharedArray::map(data.fd().as_fd(), table_len as usize)
@@ -479,6 +535,7 @@ impl Datapath {
             generation: 0,
             lookup: settings.lookup,
             table_chunks: settings.table_chunks,
+            hz: reference.hz,
             connector_baseline: None,
             ledger: ConnectorLedger::default(),
         })
@@ -492,7 +549,7 @@ impl Datapath {
     /// The map update failed.
     pub fn set_log_rate(&mut self, rate_per_sec: u64, burst: u64) -> Result<(), DatapathError> {
         let settings = LogSettings {
-            rate_per_sec,
+            milli_tokens_per_jiffy: crate::clock::milli_tokens_per_jiffy(rate_per_sec, self.hz),
             burst,
         };
         self.maps

@@ -1,6 +1,7 @@
 //! The gatekeeper controller: the policy file, the XDP datapath that enforces
 //! it, and the tools built on them.
 
+pub mod clock;
 pub mod datapath;
 pub mod describe;
 pub mod live;

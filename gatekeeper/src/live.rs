@@ -15,20 +15,22 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie},
+    maps::{Array, Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie},
     programs::{
         ProgramError, XdpMode,
         links::{FdLink, PinnedLink},
     },
 };
 use gatekeeper_common::{
-    ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CONFIG_MAP, CONNECTORS_MAP, COUNTERS_MAP, Config,
-    ConnectorCounters, ConnectorName, Counters, FAMILY_V4, FLAG_TRIE_LOOKUP, INVENTORY_MAP,
-    Ipv4Key, Ipv6Key, MAP_NAMES, MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS,
-    PORTS_MAP, SLOT_PREFIX_BITS, SLOTS, SourceKey, SourceRecord, TABLE_MAP, TableChunk, counter,
+    ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CLOCK_MAP, CONFIG_MAP, CONNECTORS_MAP, COUNTERS_MAP,
+    ClockReference, Config, ConnectorCounters, ConnectorName, Counters, FAMILY_V4, FAMILY_V6,
+    FLAG_TRIE_LOOKUP, INVENTORY_MAP, InventorySet, Ipv4Key, Ipv6Key, MAP_NAMES, MAX_CONNECTORS,
+    MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS, PORTS_MAP, SLOT_PREFIX_BITS, SLOTS,
+    SourceRecord, TABLE_MAP, TableChunk, counter,
 };
 
 use crate::{
+    clock::WallClock,
     datapath::{CounterTotals, Datapath, connector_totals, name_index},
     table,
 };
@@ -118,6 +120,17 @@ pub enum LiveError {
         /// What aya said.
         #[source]
         source: aya::pin::PinError,
+    },
+    /// The clock reference the datapath's timestamps are read against was
+    /// never written: the pins are from a gatekeeper that did not finish
+    /// loading.
+    #[error(
+        "the clock reference in {path} was never written; restart the gatekeeper \
+         with `gatekeeper run`"
+    )]
+    NoClock {
+        /// The pinned clock map.
+        path: PathBuf,
     },
     /// A pinned map could not be opened or read.
     #[error("reading pinned map {path}")]
@@ -404,7 +417,8 @@ pub struct LiveView {
     table: Array<MapData, TableChunk>,
     allow_v4: LpmTrie<MapData, Ipv4Key, u32>,
     allow_v6: LpmTrie<MapData, Ipv6Key, u32>,
-    inventory: HashMap<MapData, SourceKey, SourceRecord>,
+    inventory: PerCpuArray<MapData, InventorySet>,
+    clock: Array<MapData, ClockReference>,
 }
 
 /// One source of the inventory.
@@ -467,6 +481,7 @@ impl LiveView {
             allow_v4: pinned(dir, ALLOW_V4_MAP)?,
             allow_v6: pinned(dir, ALLOW_V6_MAP)?,
             inventory: pinned(dir, INVENTORY_MAP)?,
+            clock: pinned(dir, CLOCK_MAP)?,
         })
     }
 
@@ -664,7 +679,7 @@ impl LiveView {
     ///
     /// # Errors
     ///
-    /// A map read failed.
+    /// A map read failed, or the clock reference was never written.
     pub fn inventory(&self) -> Result<Vec<SourceEntry>, LiveError> {
         let names = self
             .policy()?
@@ -672,65 +687,101 @@ impl LiveView {
             .unwrap_or_default();
         let slot = self.slot()?;
         let config = self.slot_config(slot)?;
-        let clock = CoarseClock::now();
+        let reference = self.clock.get(&0, 0).map_err(self.read_error(CLOCK_MAP))?;
+        let clock = WallClock::now(reference).ok_or_else(|| LiveError::NoClock {
+            path: self.dir.join(CLOCK_MAP),
+        })?;
         let mut entries = Vec::new();
-        for item in self.inventory.iter() {
-            let (key, record) = match item {
-                Ok(item) => item,
-                // Evicted between listing the key and reading it.
-                Err(MapError::KeyNotFound) => continue,
-                Err(source) => return Err(self.read_error(INVENTORY_MAP)(source)),
-            };
-            let source = if key.family == FAMILY_V4 {
-                IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
-            } else {
-                IpAddr::from(key.addr)
-            };
+        for source in merge_inventory(self.inventory_records()?) {
             entries.push(SourceEntry {
-                source,
-                attempts: record.attempts,
-                first_seen: clock.wall(record.first_seen_ns),
-                last_seen: clock.wall(record.last_seen_ns),
-                last_port: record.last_port,
-                connector: self.connector_among(&names, slot, &config, source)?,
+                source: source.addr,
+                attempts: source.attempts,
+                first_seen: clock.wall(source.first_seen),
+                last_seen: clock.wall(source.last_seen),
+                last_port: source.last_port,
+                connector: self.connector_among(&names, slot, &config, source.addr)?,
             });
         }
         entries.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.source.cmp(&b.source)));
         Ok(entries)
     }
 
-    /// Sources in the inventory.
-    pub fn inventory_len(&self) -> usize {
-        self.inventory.keys().filter(Result::is_ok).count()
+    /// Sources in the inventory, counting one seen on several CPUs once.
+    ///
+    /// # Errors
+    ///
+    /// A map read failed.
+    pub fn inventory_len(&self) -> Result<usize, LiveError> {
+        Ok(merge_inventory(self.inventory_records()?).len())
     }
-}
 
-/// Converts the program's `bpf_ktime_get_coarse_ns` times to wall-clock time.
-struct CoarseClock {
-    mono_ns: u64,
-    wall: std::time::SystemTime,
-}
-
-impl CoarseClock {
-    fn now() -> Self {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
-        let mono_ns = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
-            + u64::try_from(now.tv_nsec).unwrap_or(0);
-        Self {
-            mono_ns,
-            wall: std::time::SystemTime::now(),
+    /// Every record of every CPU's inventory, empty ones left out.
+    fn inventory_records(&self) -> Result<Vec<SourceRecord>, LiveError> {
+        let mut records = Vec::new();
+        for set in 0..self.inventory.len() {
+            let per_cpu = self
+                .inventory
+                .get(&set, 0)
+                .map_err(self.read_error(INVENTORY_MAP))?;
+            records.extend(
+                per_cpu
+                    .iter()
+                    .flat_map(|set| set.ways)
+                    .filter(|record| record.family != 0),
+            );
         }
+        Ok(records)
     }
+}
 
-    fn wall(&self, mono_ns: u64) -> std::time::SystemTime {
-        let ago = std::time::Duration::from_nanos(self.mono_ns.saturating_sub(mono_ns));
-        self.wall - ago
+/// One source as every CPU's inventory together knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MergedSource {
+    /// The address.
+    pub addr: IpAddr,
+    /// Gated SYNs counted on every CPU.
+    pub attempts: u64,
+    /// The earliest first sighting, in jiffies.
+    pub first_seen: u64,
+    /// The latest sighting, in jiffies.
+    pub last_seen: u64,
+    /// The destination port of the latest sighting.
+    pub last_port: u16,
+}
+
+/// Merges the records the CPUs' inventories hold, one per source and CPU,
+/// into one per source. A record with an unknown family is skipped.
+pub fn merge_inventory(records: impl IntoIterator<Item = SourceRecord>) -> Vec<MergedSource> {
+    let mut merged: std::collections::HashMap<IpAddr, MergedSource> =
+        std::collections::HashMap::new();
+    for record in records {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&record.addr[0].to_ne_bytes());
+        bytes[8..].copy_from_slice(&record.addr[1].to_ne_bytes());
+        let addr = match u32::from(record.family) {
+            FAMILY_V4 => IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            FAMILY_V6 => IpAddr::from(bytes),
+            _ => continue,
+        };
+        merged
+            .entry(addr)
+            .and_modify(|source| {
+                source.attempts += record.attempts;
+                source.first_seen = source.first_seen.min(record.first_seen);
+                if record.last_seen > source.last_seen {
+                    source.last_seen = record.last_seen;
+                    source.last_port = record.last_port;
+                }
+            })
+            .or_insert(MergedSource {
+                addr,
+                attempts: record.attempts,
+                first_seen: record.first_seen,
+                last_seen: record.last_seen,
+                last_port: record.last_port,
+            });
     }
+    merged.into_values().collect()
 }
 
 fn lookup<K: aya::Pod>(
@@ -865,6 +916,64 @@ mod tests {
                 .map(|(connector, _)| connector.name.as_str());
             assert_eq!(found, connector, "{addr}");
         }
+    }
+
+    fn record(addr: IpAddr, attempts: u64, first: u64, last: u64, port: u16) -> SourceRecord {
+        let (bytes, family) = match addr {
+            IpAddr::V4(v4) => {
+                let mut bytes = [0u8; 16];
+                bytes[..4].copy_from_slice(&v4.octets());
+                (bytes, FAMILY_V4)
+            }
+            IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
+        };
+        SourceRecord {
+            addr: [
+                u64::from_ne_bytes(bytes[..8].try_into().unwrap()),
+                u64::from_ne_bytes(bytes[8..].try_into().unwrap()),
+            ],
+            attempts,
+            first_seen: first,
+            last_seen: last,
+            last_port: port,
+            family: u16::try_from(family).unwrap(),
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn merging_sums_a_source_seen_on_several_cpus_and_keeps_its_latest_port() {
+        let v4: IpAddr = "203.0.113.9".parse().unwrap();
+        let v6: IpAddr = "2001:db8:bad::9".parse().unwrap();
+        let mut unknown = record(v4, 7, 1, 1, 25);
+        unknown.family = 5;
+        let mut merged = merge_inventory([
+            record(v4, 3, 100, 180, 25),
+            record(v6, 1, 150, 150, 587),
+            record(v4, 4, 90, 200, 465),
+            unknown,
+            record(v4, 2, 120, 130, 587),
+        ]);
+        merged.sort_by_key(|source| source.addr);
+        assert_eq!(
+            merged,
+            [
+                MergedSource {
+                    addr: v4,
+                    attempts: 9,
+                    first_seen: 90,
+                    last_seen: 200,
+                    last_port: 465,
+                },
+                MergedSource {
+                    addr: v6,
+                    attempts: 1,
+                    first_seen: 150,
+                    last_seen: 150,
+                    last_port: 587,
+                },
+            ]
+        );
     }
 
     #[test]

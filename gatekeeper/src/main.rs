@@ -122,9 +122,12 @@ struct RunArgs {
     /// ADDRESS:PORT; `off` serves nothing.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9925", value_parser = parse_metrics)]
     metrics: MetricsAddr,
-    /// Sources the inventory remembers; the least recent is forgotten first.
-    #[arg(long, value_name = "N", default_value_t = gatekeeper_common::DEFAULT_INVENTORY_SIZE,
-          value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
+    /// Sources each CPU's inventory remembers, rounded up to a power of two.
+    /// Each CPU keeps its own, in sets of four sources picked by a keyed
+    /// hash; a source new to a full set replaces the one seen least recently
+    /// there. 48 bytes per source per CPU.
+    #[arg(long, value_name = "N", default_value_t = gatekeeper::datapath::DEFAULT_INVENTORY_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=(1 << 22)))]
     inventory_size: u32,
     /// Chunks of 1 KiB in the source table of each of the two policy slots
     /// (the live one and the one a reload writes). A reload whose policy

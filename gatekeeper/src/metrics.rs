@@ -157,7 +157,8 @@ impl Collector for GatekeeperCollector {
              buffer full.",
             &[(&[], c(counter::EVENTS_DROPPED))],
         )?;
-        let sources = i64::try_from(view.inventory_len()).unwrap_or(i64::MAX);
+        let sources = view.inventory_len().map_err(|_| std::fmt::Error)?;
+        let sources = i64::try_from(sources).unwrap_or(i64::MAX);
         family(
             &mut encoder,
             "gatekeeper_inventory_sources",
