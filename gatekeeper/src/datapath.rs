@@ -37,7 +37,8 @@ use crate::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gatekeeper"));
 
 /// Runs `frame` through `program` `repeat` times with `BPF_PROG_RUN` and
-/// returns the kernel's average time per run.
+/// returns the kernel's average time per run and the program's verdict (an
+/// `XDP_*` action).
 ///
 /// # Errors
 ///
@@ -46,7 +47,7 @@ pub fn time_program(
     program: &Xdp,
     frame: &[u8],
     repeat: u32,
-) -> Result<std::time::Duration, DatapathError> {
+) -> Result<(std::time::Duration, u32), DatapathError> {
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
@@ -57,7 +58,7 @@ pub fn time_program(
             len: frame.len(),
             source,
         })?;
-    Ok(result.duration)
+    Ok((result.duration, result.return_value))
 }
 
 /// Loads one of the reference programs of the object
@@ -942,20 +943,6 @@ impl Datapath {
                 source,
             })?;
         Ok(connector_totals(per_cpu.iter()))
-    }
-
-    /// Runs `frame` through the program `repeat` times with `BPF_PROG_RUN`
-    /// and returns the kernel's average time per run.
-    ///
-    /// # Errors
-    ///
-    /// The kernel refused the run.
-    pub fn time_frame(
-        &mut self,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<std::time::Duration, DatapathError> {
-        time_program(self.program(), frame, repeat)
     }
 
     /// Runs one frame through the program with `BPF_PROG_RUN` and reads the

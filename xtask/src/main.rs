@@ -68,6 +68,9 @@ enum Task {
         /// Also write the results as JSON to this file.
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
+        /// Also write the results as the Markdown tables of BENCHMARKS.md.
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<std::path::PathBuf>,
     },
     /// Install what is missing (as `setup` does), then run every test.
     ///
@@ -105,7 +108,11 @@ fn run(task: Task) -> Result<()> {
         Task::Setup { check: false } => setup::setup(setup::Mode::Install),
         Task::Setup { check: true } => setup::setup(setup::Mode::Check),
         Task::Demo => demo::demo(),
-        Task::Bench { quick, json } => bench::bench(quick, json),
+        Task::Bench {
+            quick,
+            json,
+            markdown,
+        } => bench::bench(quick, json, markdown),
         Task::Test { test_args } => suite::test(&test_args),
     }
 }

@@ -23,6 +23,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 struct Options {
     quick: bool,
     json: Option<PathBuf>,
+    markdown: Option<PathBuf>,
     filter: Option<String>,
 }
 
@@ -30,6 +31,7 @@ fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         quick: false,
         json: None,
+        markdown: None,
         filter: None,
     };
     let mut args = std::env::args().skip(1);
@@ -40,14 +42,20 @@ fn parse_args() -> Result<Options, String> {
                 let path = args.next().ok_or("--json needs a file name")?;
                 options.json = Some(PathBuf::from(path));
             }
+            "--markdown" => {
+                let path = args.next().ok_or("--markdown needs a file name")?;
+                options.markdown = Some(PathBuf::from(path));
+            }
             "--filter" => {
                 let text = args.next().ok_or("--filter needs a text")?;
                 options.filter = Some(text);
             }
             "--help" | "-h" => {
                 return Err(
-                    "usage: gatekeeper-bench [--quick] [--json FILE] [--filter TEXT]\n\
-                     --filter TEXT measures only the traffic classes whose name contains TEXT"
+                    "usage: gatekeeper-bench [--quick] [--json FILE] [--markdown FILE] [--filter TEXT]\n\
+                     --json FILE      also writes the results as JSON\n\
+                     --markdown FILE  also writes them as the tables of BENCHMARKS.md\n\
+                     --filter TEXT    measures only the traffic classes whose name contains TEXT"
                         .to_owned(),
                 );
             }
@@ -163,6 +171,27 @@ fn host_in(net: &IpNet, rng: &mut Rng) -> std::net::IpAddr {
     }
 }
 
+/// An address in `net`'s sibling, the prefix of the same length that
+/// differs in its last bit: it shares all but that bit with `net`.
+fn near(net: &IpNet, rng: &mut Rng) -> std::net::IpAddr {
+    match host_in(net, rng) {
+        std::net::IpAddr::V4(host) => {
+            let bit = 32 - u32::from(net.prefix_len());
+            Ipv4Addr::from(u32::from(host) ^ (1 << bit)).into()
+        }
+        std::net::IpAddr::V6(host) => {
+            let bit = 128 - u32::from(net.prefix_len());
+            Ipv6Addr::from(u128::from(host) ^ (1 << bit)).into()
+        }
+    }
+}
+
+/// Whether a prefix in `set` covers `addr`.
+fn covered(addr: std::net::IpAddr, set: &std::collections::HashSet<IpNet>) -> bool {
+    let longest = if addr.is_ipv4() { 32 } else { 128 };
+    (0..=longest).any(|len| IpNet::new(addr, len).is_ok_and(|net| set.contains(&net.trunc())))
+}
+
 const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 25);
 const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x25, 0, 0, 0, 0, 25);
 
@@ -177,8 +206,14 @@ fn syn_from(source: std::net::IpAddr, flags: u8, port: u16) -> Vec<u8> {
 /// One traffic class: frames that vary over many sources.
 struct Class {
     name: &'static str,
+    /// The verdict the program must give every frame (`XDP_PASS` or
+    /// `XDP_DROP`), so that the benchmark times the path it names.
+    verdict: u32,
     frames: Vec<Vec<u8>>,
 }
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
 
 fn classes(prefixes_v4: &[IpNet], prefixes_v6: &[IpNet], count: usize) -> Vec<Class> {
     let mut rng = Rng(0x0005_eed0_fc1a_55e5);
@@ -189,36 +224,44 @@ fn classes(prefixes_v4: &[IpNet], prefixes_v6: &[IpNet], count: usize) -> Vec<Cl
     let denied_v4 = |rng: &mut Rng| -> std::net::IpAddr {
         Ipv4Addr::from(u32::from(DENIED_V4.network()) | (rng.next() as u32 & 0xff)).into()
     };
-    let denied_v6 = |rng: &mut Rng| -> std::net::IpAddr {
-        Ipv6Addr::from(u128::from(DENIED_V6.network()) | u128::from(rng.next() as u32)).into()
+    let v4_set: std::collections::HashSet<IpNet> = prefixes_v4.iter().copied().collect();
+    let v6_set: std::collections::HashSet<IpNet> = prefixes_v6.iter().copied().collect();
+    // A denied source next to an allowed one: the table walks as deep as
+    // for the allowed one before it finds no connector.
+    let near_miss = |prefixes: &[IpNet], set: &std::collections::HashSet<IpNet>, rng: &mut Rng| loop {
+        let candidate = near(&prefixes[(rng.next() as usize) % prefixes.len()], rng);
+        if !covered(candidate, set) {
+            break candidate;
+        }
     };
-    let mut make = |name, f: &mut dyn FnMut(&mut Rng) -> Vec<u8>| Class {
+    let mut make = |name, verdict, f: &mut dyn FnMut(&mut Rng) -> Vec<u8>| Class {
         name,
+        verdict,
         frames: (0..count).map(|_| f(&mut rng)).collect(),
     };
     vec![
-        make("non-IP (ARP)", &mut |rng| {
+        make("non-IP (ARP)", XDP_PASS, &mut |rng| {
             Frame::arp(Ipv4Addr::from(rng.next() as u32), GATEWAY_V4).build()
         }),
-        make("IPv4 UDP", &mut |rng| {
+        make("IPv4 UDP", XDP_PASS, &mut |rng| {
             Frame::ipv4(Ipv4Addr::from(rng.next() as u32), GATEWAY_V4)
                 .udp(UdpDgram::new(53, 53))
                 .build()
         }),
-        make("IPv4 TCP SYN to 443", &mut |rng| {
+        make("IPv4 TCP SYN to 443", XDP_PASS, &mut |rng| {
             syn_from(denied_v4(rng), 0x02, 443)
         }),
-        make("IPv4 gated ACK", &mut |rng| {
+        make("IPv4 gated ACK", XDP_PASS, &mut |rng| {
             syn_from(denied_v4(rng), ACK, 25)
         }),
-        make("IPv4 SYN allowed", &mut |rng| {
+        make("IPv4 SYN allowed", XDP_PASS, &mut |rng| {
             syn_from(pick(prefixes_v4, rng), 0x02, 25)
         }),
-        make("IPv4 SYN denied", &mut |rng| {
-            syn_from(denied_v4(rng), 0x02, 25)
+        make("IPv4 SYN denied", XDP_DROP, &mut |rng| {
+            syn_from(near_miss(prefixes_v4, &v4_set, rng), 0x02, 25)
         }),
-        make("IPv4 SYN denied, VLAN", &mut |rng| {
-            let std::net::IpAddr::V4(source) = denied_v4(rng) else {
+        make("IPv4 SYN denied, VLAN", XDP_DROP, &mut |rng| {
+            let std::net::IpAddr::V4(source) = near_miss(prefixes_v4, &v4_set, rng) else {
                 unreachable!("an IPv4 source")
             };
             Frame::ipv4(source, GATEWAY_V4)
@@ -226,11 +269,11 @@ fn classes(prefixes_v4: &[IpNet], prefixes_v6: &[IpNet], count: usize) -> Vec<Cl
                 .tcp(TcpSeg::syn(40000, 25))
                 .build()
         }),
-        make("IPv6 SYN allowed", &mut |rng| {
+        make("IPv6 SYN allowed", XDP_PASS, &mut |rng| {
             syn_from(pick(prefixes_v6, rng), 0x02, 25)
         }),
-        make("IPv6 SYN denied", &mut |rng| {
-            syn_from(denied_v6(rng), 0x02, 25)
+        make("IPv6 SYN denied", XDP_DROP, &mut |rng| {
+            syn_from(near_miss(prefixes_v6, &v6_set, rng), 0x02, 25)
         }),
     ]
 }
@@ -250,9 +293,28 @@ struct Timing {
 fn mean_ns(program: &aya::programs::Xdp, frames: &[Vec<u8>], repeat: u32) -> f64 {
     let total: Duration = frames
         .iter()
-        .map(|frame| time_program(program, frame, repeat).expect("BPF_PROG_RUN"))
+        .map(|frame| {
+            time_program(program, frame, repeat)
+                .expect("BPF_PROG_RUN")
+                .0
+        })
         .sum();
     total.as_nanos() as f64 / frames.len() as f64
+}
+
+/// Exits with a message unless the program gives every frame of the class
+/// its verdict: a time is only worth printing for the path it names.
+fn check_verdicts(program: &aya::programs::Xdp, class: &Class, size: &str, lookup: &str) {
+    for (index, frame) in class.frames.iter().enumerate() {
+        let (_, verdict) = time_program(program, frame, 1).expect("BPF_PROG_RUN");
+        if verdict != class.verdict {
+            eprintln!(
+                "{size} {lookup} {}: frame {index} got XDP action {verdict}, not {}",
+                class.name, class.verdict
+            );
+            std::process::exit(1);
+        }
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -306,6 +368,14 @@ fn map_memory() -> u64 {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+struct Install {
+    size: String,
+    lookup: &'static str,
+    seconds: f64,
+    bytes: u64,
+    loaded_bytes: u64,
+}
+
 struct Row {
     size: String,
     class: &'static str,
@@ -328,8 +398,8 @@ fn main() {
             (
                 &[10, 1_000, 100_000, 1_000_000],
                 &[10, 10_000],
-                64,
-                20_000,
+                256,
+                5_000,
                 5,
             )
         };
@@ -363,7 +433,7 @@ fn main() {
     );
 
     let mut rows = Vec::new();
-    let mut installs: Vec<serde_json::Value> = Vec::new();
+    let mut installs: Vec<Install> = Vec::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let largest_v6 = *sizes_v6.last().expect("an IPv6 size");
     let prefixes_v6_all = v6_prefixes(largest_v6, &mut rng);
@@ -410,19 +480,20 @@ fn main() {
                     memory as f64 / MIB,
                     loaded as f64 / MIB,
                 );
-                installs.push(serde_json::json!({
-                    "allowlist": size,
-                    "lookup": name,
-                    "install_seconds": install.as_secs_f64(),
-                    "map_bytes": memory,
-                    "table_chunks_per_slot": if lookup == Lookup::Table { table_chunks } else { 0 },
-                }));
+                installs.push(Install {
+                    size: size.clone(),
+                    lookup: name,
+                    seconds: install.as_secs_f64(),
+                    bytes: memory,
+                    loaded_bytes: loaded,
+                });
                 for class in classes(&prefixes_v4, &prefixes_v6, frames_per_class) {
                     if let Some(filter) = &options.filter
                         && !class.name.contains(filter.as_str())
                     {
                         continue;
                     }
+                    check_verdicts(datapath.program(), &class, &size, name);
                     let timing = measure(floor, datapath.program(), &class.frames, repeat, runs);
                     println!(
                         "{:<14} {:<24} {:<12} {:>9.1} {:>7.1} {:>+8.1} {:>6.2}x",
@@ -445,6 +516,11 @@ fn main() {
         }
     }
 
+    if let Some(path) = options.markdown {
+        std::fs::write(&path, markdown(floor_ns, &rows, &installs))
+            .expect("writing the Markdown file");
+        println!("wrote {}", path.display());
+    }
     if let Some(path) = options.json {
         let json = serde_json::json!({
             "floor_ns": floor_ns,
@@ -452,7 +528,13 @@ fn main() {
             "runs": runs,
             "frames_per_class": frames_per_class,
             "quick": options.quick,
-            "installs": installs,
+            "installs": installs.iter().map(|install| serde_json::json!({
+                "allowlist": install.size,
+                "lookup": install.lookup,
+                "install_seconds": install.seconds,
+                "map_bytes": install.bytes,
+                "map_bytes_before_install": install.loaded_bytes,
+            })).collect::<Vec<_>>(),
             "rows": rows.iter().map(|row| serde_json::json!({
                 "allowlist": row.size,
                 "traffic": row.class,
@@ -466,4 +548,90 @@ fn main() {
         std::fs::write(&path, format!("{json:#}\n")).expect("writing the JSON file");
         println!("wrote {}", path.display());
     }
+}
+
+/// The results as Markdown: one table per lookup, a row per traffic class
+/// and a column per allowlist size, then the installs.
+fn markdown(floor_ns: f64, rows: &[Row], installs: &[Install]) -> String {
+    let mut sizes: Vec<&str> = Vec::new();
+    let mut classes: Vec<&str> = Vec::new();
+    let mut lookups: Vec<&str> = Vec::new();
+    for row in rows {
+        for (list, item) in [
+            (&mut sizes, row.size.as_str()),
+            (&mut classes, row.class),
+            (&mut lookups, row.implementation),
+        ] {
+            if !list.contains(&item) {
+                list.push(item);
+            }
+        }
+    }
+    let heading = |size: &str| {
+        let (v4, v6) = size.split_once('/').unwrap_or((size, "0"));
+        format!("{} v4 / {} v6", thousands(v4), thousands(v6))
+    };
+    let mut text = format!(
+        "Floor: {floor_ns:.1} ns per frame. Each cell: ns per frame, added ns over \
+         the floor run on the same frames, ratio to it.\n"
+    );
+    for lookup in lookups {
+        text.push_str(&format!("\n**{lookup}**\n\n| traffic |"));
+        for size in &sizes {
+            text.push_str(&format!(" {} |", heading(size)));
+        }
+        text.push_str("\n|---|");
+        text.push_str(&"---:|".repeat(sizes.len()));
+        text.push('\n');
+        for class in &classes {
+            text.push_str(&format!("| {class} |"));
+            for size in &sizes {
+                let cell = rows
+                    .iter()
+                    .find(|row| {
+                        row.implementation == lookup && row.class == *class && row.size == *size
+                    })
+                    .map_or_else(
+                        || " |".to_owned(),
+                        |row| {
+                            format!(
+                                " {:.1} ({:+.1}, {:.2}x) |",
+                                row.timing.ns,
+                                row.timing.ns - row.timing.floor_ns,
+                                row.timing.ratio
+                            )
+                        },
+                    );
+                text.push_str(&cell);
+            }
+            text.push('\n');
+        }
+    }
+    text.push_str(
+        "\n| allowlist | lookup | install | map memory after | of which before the install |\n\
+         |---|---|---:|---:|---:|\n",
+    );
+    for install in installs {
+        text.push_str(&format!(
+            "| {} | {} | {:.3} s | {:.1} MiB | {:.1} MiB |\n",
+            heading(&install.size),
+            install.lookup,
+            install.seconds,
+            install.bytes as f64 / MIB,
+            install.loaded_bytes as f64 / MIB,
+        ));
+    }
+    text
+}
+
+/// `1000000` as `1,000,000`.
+fn thousands(digits: &str) -> String {
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
