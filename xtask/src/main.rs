@@ -28,7 +28,8 @@ enum Task {
     /// Checks, in order, and prints one line for each: the nightly toolchain;
     /// its rust-src component; the LLVM major version of the nightly rustc;
     /// the Debian packages for that LLVM (llvm-MAJOR-dev, libpolly-MAJOR-dev,
-    /// zlib1g-dev, libzstd-dev), and iproute2 and tcpdump for the tests; a
+    /// zlib1g-dev, libzstd-dev), iproute2 and tcpdump for the tests, and
+    /// nftables, xdp-tools, ethtool and shellcheck for the load test; a
     /// bpf-linker linked against that LLVM; bpffs mounted at /sys/fs/bpf; and whether it
     /// runs as root. Only what is missing gets installed, through rustup,
     /// apt-get, `cargo install` or mount, which need root and a network.
