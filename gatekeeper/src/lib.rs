@@ -3,6 +3,7 @@
 
 pub mod datapath;
 pub mod describe;
+pub mod generator;
 pub mod live;
 pub mod metrics;
 pub mod policy;
