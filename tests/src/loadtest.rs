@@ -14,7 +14,7 @@ use std::{
     io::{self, Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
     path::Path,
-    process::{Command, Stdio},
+    process::{Command, Output, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
@@ -121,6 +121,36 @@ pub fn policy(quick: bool) -> Policy {
     }
 }
 
+/// `policy` as a policy file, the text `gatekeeper run --policy` reads.
+pub fn policy_file_text(policy: &Policy) -> String {
+    let quoted = |nets: &[IpNet]| {
+        nets.iter()
+            .map(|net| format!("\"{net}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ports = policy
+        .ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut text = format!(
+        "# Written by gatekeeper-loadtest.\nmode = \"{}\"\nports = [{ports}]\ndestinations = [{}]\n",
+        policy.mode,
+        quoted(&policy.destinations),
+    );
+    for connector in &policy.connectors {
+        let _ = write!(
+            text,
+            "\n[[connector]]\nname = \"{}\"\nsources = [{}]\n",
+            connector.name,
+            quoted(&connector.sources),
+        );
+    }
+    text
+}
+
 /// The frame the generator rewrites: Ethernet from `src_mac` to `dst_mac`,
 /// IPv4 to [`GATEWAY`] with DF set, a TCP SYN to port 25 with an MSS option.
 /// The source address, source port, sequence number and checksums are
@@ -208,6 +238,25 @@ fn describe(command: &Command) -> String {
 /// fails unless it exits with status 0.
 pub fn output(command: &mut Command, input: Option<&str>) -> Result<String, SetupError> {
     let line = describe(command);
+    let result = captured(command, input)?;
+    if !result.status.success() {
+        return Err(SetupError::Failed {
+            command: line,
+            status: result.status,
+            stderr: String::from_utf8_lossy(&result.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&result.stdout).into_owned())
+}
+
+/// Runs `command`, feeding it `input`, and returns how it ended and what
+/// it printed, whatever its status.
+fn captured(command: &mut Command, input: Option<&str>) -> Result<Output, SetupError> {
+    let line = describe(command);
+    let spawn_error = |source| SetupError::Spawn {
+        command: line.clone(),
+        source,
+    };
     let mut child = command
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -217,28 +266,12 @@ pub fn output(command: &mut Command, input: Option<&str>) -> Result<String, Setu
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| SetupError::Spawn {
-            command: line.clone(),
-            source,
-        })?;
+        .map_err(spawn_error)?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         // A command that exits early closes its end: its status says why.
         let _ = stdin.write_all(text.as_bytes());
     }
-    let result = child
-        .wait_with_output()
-        .map_err(|source| SetupError::Spawn {
-            command: line.clone(),
-            source,
-        })?;
-    if !result.status.success() {
-        return Err(SetupError::Failed {
-            command: line,
-            status: result.status,
-            stderr: String::from_utf8_lossy(&result.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&result.stdout).into_owned())
+    child.wait_with_output().map_err(spawn_error)
 }
 
 /// `nsenter --net=...`: the namespace's network, the host's mounts, so
@@ -430,7 +463,11 @@ impl<'a> XdpFilter<'a> {
     pub fn counts(&self) -> Result<XdpFilterCounts, SetupError> {
         let mut command = in_network_of(self.namespace, "xdp-filter");
         command.arg("status");
-        let text = output(&mut command, None)?;
+        // xdp-tools 1.3.1's `status` exits with 254 after printing its
+        // report in full: the report, not the status, says whether it read
+        // the statistics.
+        let result = captured(&mut command, None)?;
+        let text = String::from_utf8_lossy(&result.stdout).into_owned();
         let count = |action: &str| {
             text.lines().find_map(|line| {
                 let mut words = line.split_whitespace();
@@ -445,7 +482,11 @@ impl<'a> XdpFilter<'a> {
             return Err(SetupError::Output {
                 command: describe(&command),
                 what: "per-action statistics",
-                output: text,
+                output: format!(
+                    "{text}(exit status {}; stderr: {})",
+                    result.status,
+                    String::from_utf8_lossy(&result.stderr).trim()
+                ),
             });
         };
         Ok(XdpFilterCounts {
@@ -783,6 +824,19 @@ mod tests {
         }
         assert!(covers(CLIENT));
         assert_eq!(policy.source_counts(), (64 + 8 + 2 + 1, 16));
+    }
+
+    #[test]
+    fn the_policy_file_reads_back_as_the_same_policy() {
+        let policy = policy(true);
+        let text = policy_file_text(&policy);
+        let parsed = Policy::parse(
+            &text,
+            "<load test>",
+            gatekeeper::policy::LoadOptions::default(),
+        )
+        .unwrap_or_else(|error| panic!("{error}\n{text}"));
+        assert_eq!(parsed, policy);
     }
 
     #[test]
