@@ -492,10 +492,34 @@ fn snapshot(
     Ok(snapshot)
 }
 
+/// The CPU the flood is sent from. The gateway's receive path runs there
+/// too, in the softirq the generator's transmissions raise; pinning keeps
+/// every setup on the same CPU instead of wherever the scheduler moved the
+/// thread, and leaves the other CPUs to the client and the listener.
+const FLOOD_CPU: usize = 0;
+
+fn pin_to(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and
+    // sched_setaffinity only read and write the set passed to them.
+    let ret = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if ret != 0 {
+        bail!(
+            "pinning the flood to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
 /// Sends the flood out of the sending veth end until `duration` has
 /// passed; returns how long it ran. Runs on the calling thread, which must
-/// be in the sending namespace.
+/// be in the sending namespace, and pins it to [`FLOOD_CPU`].
 fn flood_for(bench: &Bench<'_>, duration: Duration) -> Result<Duration> {
+    pin_to(FLOOD_CPU)?;
     let started = Instant::now();
     while started.elapsed() < duration && !interrupted() {
         if let Err(error) = bench.generator.send(
