@@ -17,6 +17,8 @@
 //! then clears the old slot.
 #![no_std]
 
+pub mod generator;
+
 /// Name of the XDP function in the object file.
 pub const PROGRAM_NAME: &str = "gatekeeper";
 /// An XDP program in the same object that drops every frame: the floor the

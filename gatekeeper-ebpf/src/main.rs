@@ -59,8 +59,6 @@ use gatekeeper_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
-mod generator;
-
 #[map]
 static GK_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod datapath;
 pub mod describe;
+pub mod generator;
 pub mod live;
 pub mod metrics;
 pub mod policy;

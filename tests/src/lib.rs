@@ -1,5 +1,6 @@
 pub mod frames;
 pub mod live;
+pub mod loadtest;
 pub mod netns;
 pub mod pcap;
 pub mod reference;

@@ -88,23 +88,53 @@ impl Namespace {
     /// Runs `f` on a thread that has entered the namespace, so sockets it
     /// creates belong to the namespace, and returns what `f` returns.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
+        let path = self.path();
         thread::spawn(move || {
-            let file = File::open(&path).unwrap_or_else(|error| panic!("opening {path}: {error}"));
-            // SAFETY: setns on a valid namespace descriptor only changes the
-            // calling thread's network namespace.
-            let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(
-                ret,
-                0,
-                "setns into {path}: {}",
-                std::io::Error::last_os_error()
-            );
+            enter(&path);
             f()
         })
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
+
+    /// Like [`Namespace::run`], for an `f` that borrows from the caller:
+    /// attaching a program the caller owns to a link in the namespace, say.
+    pub fn run_scoped<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = self.path();
+        thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    enter(&path);
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Moves the calling thread into the namespace for the rest of its life:
+    /// for threads spawned to work there, such as a traffic generator.
+    pub fn enter(&self) {
+        enter(&self.path());
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+fn enter(path: &str) {
+    let file = File::open(path).unwrap_or_else(|error| panic!("opening {path}: {error}"));
+    // SAFETY: setns on a valid namespace descriptor only changes the calling
+    // thread's network namespace.
+    let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(
+        ret,
+        0,
+        "setns into {path}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 impl Drop for Namespace {

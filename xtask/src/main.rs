@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod loadtest;
 mod parse;
 mod setup;
 mod suite;
@@ -28,7 +29,8 @@ enum Task {
     /// Checks, in order, and prints one line for each: the nightly toolchain;
     /// its rust-src component; the LLVM major version of the nightly rustc;
     /// the Debian packages for that LLVM (llvm-MAJOR-dev, libpolly-MAJOR-dev,
-    /// zlib1g-dev, libzstd-dev), and iproute2 and tcpdump for the tests; a
+    /// zlib1g-dev, libzstd-dev), iproute2 and tcpdump for the tests, and
+    /// nftables, xdp-tools, ethtool and shellcheck for the load test; a
     /// bpf-linker linked against that LLVM; bpffs mounted at /sys/fs/bpf; and whether it
     /// runs as root. Only what is missing gets installed, through rustup,
     /// apt-get, `cargo install` or mount, which need root and a network.
@@ -72,14 +74,44 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         markdown: Option<std::path::PathBuf>,
     },
+    /// Install what is missing (as `setup` does), then flood a gateway
+    /// with SYNs and compare how each filter copes.
+    ///
+    /// Creates two network namespaces joined by a veth pair. The load test's
+    /// generator, an XDP program run with BPF_PROG_RUN in live-frames mode,
+    /// sends TCP SYNs to port 25 from random sources (10% of them allowed by
+    /// the policy) out of one end as fast as it can. On the gateway's end,
+    /// one after another: no filter (an XDP program that passes every
+    /// frame), an empty XDP_DROP program (the floor), gatekeeper with a
+    /// policy file in enforce mode, an nftables netdev ingress chain with
+    /// the same prefixes, and xdp-filter dropping port 25. Meanwhile a
+    /// client from an allowed source connects to an SMTP listener on the
+    /// gateway. Prints, per setup, frames generated, seen and dropped per
+    /// second, the ratios to the floor, the XDP program's own ns/frame
+    /// (kernel.bpf_stats_enabled, restored afterwards) and the client's
+    /// success rate and connect times. Adds background UDP load through
+    /// scripts/pktgen-udp.sh when the kernel has pktgen. Removes everything
+    /// it created, also when it fails or is interrupted. Needs root.
+    Loadtest {
+        /// Seconds of flood per setup (default 5; 1 with --quick).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=600))]
+        seconds: Option<u64>,
+        /// One second per setup and a smaller policy: checks that it runs.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+    },
     /// Install what is missing (as `setup` does), then run every test.
     ///
     /// Stage 1 runs `cargo test` on the default workspace members (the
     /// controller, the shared types and xtask). Stage 2 runs the privileged
     /// tests in gatekeeper-tests one at a time: they load the XDP program and
     /// need root and bpffs. Then the demo runs, as `cargo xtask demo` does
-    /// (it checks its own outcomes), and `bench --quick`, checked for a
-    /// complete table and never for its times. Stops at the first stage that fails,
+    /// (it checks its own outcomes), `bench --quick` and `loadtest --quick`,
+    /// each checked for a complete table and never for its times or rates,
+    /// after shellcheck on scripts/pktgen-udp.sh. Stops at the first stage that fails,
     /// naming it, with a non-zero exit status.
     ///
     /// Arguments after `--` go to the test binaries of both stages, for
@@ -113,6 +145,11 @@ fn run(task: Task) -> Result<()> {
             json,
             markdown,
         } => bench::bench(quick, json, markdown),
+        Task::Loadtest {
+            seconds,
+            quick,
+            json,
+        } => loadtest::loadtest(seconds, quick, json),
         Task::Test { test_args } => suite::test(&test_args),
     }
 }

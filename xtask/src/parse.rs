@@ -1,5 +1,6 @@
 //! Pure readers for what the setup checks get back from the tools they run and
-//! the files they read; kept apart so each one can be tested on sample text.
+//! the files they read, and for the load test's table; kept apart so each one
+//! can be tested on sample text.
 
 /// The nightly toolchain that `rustc +nightly` would pick, if `rustup
 /// toolchain list` shows one.
@@ -74,6 +75,80 @@ pub fn bpffs_mounted(mounts: &str, mount_point: &str) -> bool {
 pub fn effective_uid(status: &str) -> Option<u32> {
     let ids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
     ids.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The setups the load test prints a row for, in its order.
+pub const LOADTEST_SETUPS: [&str; 5] =
+    ["no-filter", "floor", "gatekeeper", "nftables", "xdp-filter"];
+
+/// Cells in each row of the load test's table, the setup's name included.
+const LOADTEST_COLUMNS: usize = 10;
+
+/// What is wrong with the Markdown table `gatekeeper-loadtest` prints;
+/// empty when it is complete.
+///
+/// Complete means: one row for each of [`LOADTEST_SETUPS`], in order, with
+/// ten cells; the frame rates and the ratio to the floor (cells 2 to 5)
+/// are numbers; the program's ns/frame and its ratio (6 and 7) are numbers
+/// except for nftables, which runs no program, where they are `n/a`; the
+/// client's cells (8 to 10) are numbers or `n/a` (no connection made). Only
+/// the xdp-filter row may instead say `skipped: WHY` in its second cell,
+/// since the load test reports a missing xdp-filter rather than failing.
+/// Nothing here judges a value: the check is that the figures are there.
+pub fn loadtest_table_problems(output: &str) -> Vec<String> {
+    let rows: Vec<Vec<&str>> = output
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix('|')?.strip_suffix('|'))
+        .map(|inner| inner.split('|').map(str::trim).collect::<Vec<_>>())
+        // The header and the alignment row.
+        .filter(|cells| {
+            cells
+                .first()
+                .is_some_and(|name| *name != "setup" && !name.starts_with("---"))
+        })
+        .collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .filter_map(|cells| cells.first().copied())
+        .collect();
+    if names != LOADTEST_SETUPS {
+        return vec![format!(
+            "the table's rows are {names:?}, not {LOADTEST_SETUPS:?}"
+        )];
+    }
+
+    let mut problems = Vec::new();
+    for cells in &rows {
+        let name = cells[0];
+        if name == "xdp-filter"
+            && cells
+                .get(1)
+                .is_some_and(|cell| cell.starts_with("skipped:"))
+        {
+            continue;
+        }
+        if cells.len() != LOADTEST_COLUMNS {
+            problems.push(format!(
+                "{name}: {} cells instead of {LOADTEST_COLUMNS}",
+                cells.len()
+            ));
+            continue;
+        }
+        for (index, cell) in cells.iter().enumerate().skip(1) {
+            let column = index + 1;
+            let number = cell.parse::<f64>().is_ok_and(f64::is_finite);
+            let fits = match column {
+                2..=5 => number,
+                6 | 7 if name == "nftables" => *cell == "n/a",
+                6 | 7 => number,
+                _ => number || *cell == "n/a",
+            };
+            if !fits {
+                problems.push(format!("{name}: cell {column} is {cell:?}"));
+            }
+        }
+    }
+    problems
 }
 
 /// The number at the start of `text`, up to its first non-digit.
@@ -178,5 +253,68 @@ mod tests {
         assert_eq!(effective_uid(status), Some(0));
         assert_eq!(effective_uid("Uid:\t1000\t1000\t1000\t1000\n"), Some(1000));
         assert_eq!(effective_uid("Name:\tcat\n"), None);
+    }
+
+    const LOADTEST_TABLE: &str = "\
+-- floor: an empty XDP program
+| setup | generated Mpps | seen Mpps | dropped Mpps | seen / floor | ns/frame | ns / floor | client ok % | connect p50 µs | connect p99 µs |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| no-filter | 0.524 | 0.424 | 0.000 | 0.36 | 50.9 | 0.99 | 92.3 | 196 | 369 |
+| floor | 1.179 | 1.179 | 1.179 | 1.00 | 51.6 | 1.00 | 0.0 | n/a | n/a |
+| gatekeeper | 0.842 | 0.822 | 0.740 | 0.70 | 163.6 | 3.17 | 83.3 | 178 | 209 |
+| nftables | 0.518 | 0.518 | 0.466 | 0.44 | n/a | n/a | 100.0 | 122 | 179 |
+| xdp-filter | 1.085 | 1.085 | 1.085 | 0.92 | 60.0 | 1.16 | 0.0 | n/a | n/a |
+flood: TCP SYNs
+";
+
+    #[test]
+    fn a_complete_load_test_table_has_no_problems() {
+        assert_eq!(
+            loadtest_table_problems(LOADTEST_TABLE),
+            Vec::<String>::new()
+        );
+        let skipped = LOADTEST_TABLE.replace(
+            "| xdp-filter | 1.085 | 1.085 | 1.085 | 0.92 | 60.0 | 1.16 | 0.0 | n/a | n/a |",
+            "| xdp-filter | skipped: xdp-filter is not installed | - | - | - | - | - | - | - | - |",
+        );
+        assert_eq!(loadtest_table_problems(&skipped), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_missing_or_extra_row_is_a_problem() {
+        let without_nft: String = LOADTEST_TABLE
+            .lines()
+            .filter(|line| !line.starts_with("| nftables"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(loadtest_table_problems(&without_nft).len(), 1);
+        let doubled = format!("{LOADTEST_TABLE}| floor | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 |\n");
+        assert_eq!(loadtest_table_problems(&doubled).len(), 1);
+        assert_eq!(loadtest_table_problems("").len(), 1);
+    }
+
+    #[test]
+    fn a_figure_that_is_not_there_is_a_problem() {
+        let cases = [
+            // A frame rate missing.
+            ("| floor | 1.179 | 1.179 |", "| floor | n/a | 1.179 |"),
+            // gatekeeper runs a program: its ns/frame must be there.
+            ("| 163.6 | 3.17 |", "| n/a | 3.17 |"),
+            // nftables runs none: a figure there would be made up.
+            ("| 0.44 | n/a | n/a |", "| 0.44 | 1.0 | n/a |"),
+            // A cell gone.
+            ("| 83.3 | 178 | 209 |", "| 83.3 | 178 |"),
+            ("| 92.3 |", "| NaN |"),
+        ];
+        for (from, to) in cases {
+            assert!(LOADTEST_TABLE.contains(from), "{from}");
+            let broken = LOADTEST_TABLE.replace(from, to);
+            assert_eq!(loadtest_table_problems(&broken).len(), 1, "{to}");
+        }
+        let skipped_gatekeeper = LOADTEST_TABLE.replace(
+            "| gatekeeper | 0.842 |",
+            "| gatekeeper | skipped: no reason |",
+        );
+        assert!(!loadtest_table_problems(&skipped_gatekeeper).is_empty());
     }
 }

@@ -163,6 +163,16 @@ fn debian_packages(report: &mut Report, major: u32) -> Result<()> {
         // The replay tests capture real handshakes with it, and use it as an
         // independent reader of the captures they write.
         "tcpdump".to_owned(),
+        // The load test compares gatekeeper with an nftables netdev ingress
+        // chain and with xdp-filter, the packaged XDP filter closest to it.
+        "nftables".to_owned(),
+        "xdp-tools".to_owned(),
+        // The load test turns GRO on for the gateway's veth (a veth without an
+        // XDP program takes redirected frames only then) and reads its
+        // per-queue XDP counters.
+        "ethtool".to_owned(),
+        // The load test's smoke check lints the pktgen script with it.
+        "shellcheck".to_owned(),
     ];
     let mut absent = Vec::new();
     for package in wanted {

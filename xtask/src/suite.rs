@@ -60,8 +60,10 @@ pub fn test(test_args: &[String]) -> Result<()> {
     crate::demo::demo().context("the demo failed")?;
     println!("==> the benchmark in its quick mode (`cargo xtask bench --quick`)");
     crate::bench::smoke().context("the quick benchmark failed")?;
+    println!("==> the load test in its quick mode (`cargo xtask loadtest --quick`)");
+    crate::loadtest::smoke().context("the quick load test failed")?;
     println!(
-        "==> all {} test stages, the demo and the quick benchmark passed",
+        "==> all {} test stages, the demo, the quick benchmark and the quick load test passed",
         STAGES.len()
     );
     Ok(())
