@@ -20,9 +20,10 @@ use gatekeeper_common::{
     ACTIVE_MAP, ALLOW_V4_MAP, ALLOW_V6_MAP, CLOCK_MAP, CLOCK_PROGRAM_NAME, CONFIG_MAP,
     CONNECTOR_NAME_LEN, CONNECTORS_MAP, COUNTERS_MAP, ClockReference, Config, ConnectorCounters,
     ConnectorName, Counters, DEST_V4_MAP, DEST_V6_MAP, DESTINATION_PRESENT, EVENTS_MAP,
-    FLAG_HAS_DESTINATIONS, FLAG_TRIE_LOOKUP, INVENTORY_MAP, Ipv4Key, Ipv6Key, LOG_SETTINGS_MAP,
-    LogSettings, MAP_NAMES, MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR, NAMES_MAP, PORT_WORDS,
-    PORTS_MAP, PROGRAM_NAME, SLOT_PREFIX_BITS, SLOTS, TABLE_MAP, TableChunk, counter, inventory,
+    FLAG_HAS_DESTINATIONS, FLAG_TRIE_LOOKUP, INVENTORY_MAP, InventorySet, Ipv4Key, Ipv6Key,
+    LOG_SETTINGS_MAP, LogSettings, MAP_NAMES, MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR,
+    NAMES_MAP, PORT_WORDS, PORTS_MAP, PROGRAM_NAME, SLOT_PREFIX_BITS, SLOTS, TABLE_MAP, TableChunk,
+    counter, inventory,
     table::{DEFAULT_POOL_CHUNKS, ROOT_CHUNKS},
 };
 use ipnet::IpNet;
@@ -154,6 +155,10 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    /// The possible CPUs could not be counted, or per-CPU values did not
+    /// match their number.
+    #[error("counting the CPUs for per-CPU map values")]
+    Cpus(#[source] io::Error),
     /// The policy names more connectors than the datapath can count.
     #[error("the policy has {count} connectors; the datapath holds at most {MAX_CONNECTORS}")]
     TooManyConnectors {
@@ -387,6 +392,7 @@ struct Maps {
     connectors: PerCpuArray<MapData, ConnectorCounters>,
     names: Array<MapData, ConnectorName>,
     log_settings: Array<MapData, LogSettings>,
+    inventory: PerCpuArray<MapData, InventorySet>,
 }
 
 /// A policy as the maps hold it: which slot, and every key written there, so
@@ -415,6 +421,10 @@ pub struct Datapath {
     table_chunks: u32,
     /// The kernel's tick rate, which the program's clock counts in.
     hz: u64,
+    /// The inventory's hash seed and set mask, as the program was loaded
+    /// with.
+    inventory_seed: u64,
+    inventory_mask: u32,
     /// Allowed counts per connector when last read by [`Datapath::run_frame`].
     connector_baseline: Option<Vec<u64>>,
     ledger: ConnectorLedger,
@@ -526,6 +536,7 @@ impl Datapath {
             connectors: typed(&mut ebpf, CONNECTORS_MAP)?,
             names: typed(&mut ebpf, NAMES_MAP)?,
             log_settings: typed(&mut ebpf, LOG_SETTINGS_MAP)?,
+            inventory: typed(&mut ebpf, INVENTORY_MAP)?,
         };
         let barrier = RcuBarrier::new().map_err(DatapathError::Barrier)?;
         Ok(Self {
@@ -537,9 +548,80 @@ impl Datapath {
             lookup: settings.lookup,
             table_chunks: settings.table_chunks,
             hz: reference.hz,
+            inventory_seed: seed,
+            inventory_mask: set_mask,
             connector_baseline: None,
             ledger: ConnectorLedger::default(),
         })
+    }
+
+    /// Copies the source inventory an earlier program left pinned at
+    /// `pinned` into this one's, each CPU's records into the same CPU's
+    /// inventory, placed by this program's hash. Where more sources meet in
+    /// one set than it holds, the most recently seen stay. Meant for a new
+    /// program before it is attached, which nothing else writes to yet.
+    /// Returns the records copied.
+    ///
+    /// # Errors
+    ///
+    /// The pinned map cannot be read or has another layout (an earlier
+    /// version's), or a write failed.
+    pub fn carry_inventory(&mut self, pinned: &Path) -> Result<usize, DatapathError> {
+        let read = |source| DatapathError::Read {
+            map: INVENTORY_MAP,
+            source,
+        };
+        let data = MapData::from_pin(pinned).map_err(read)?;
+        let earlier: PerCpuArray<MapData, InventorySet> = Map::from_map_data(data)
+            .and_then(PerCpuArray::try_from)
+            .map_err(|source| DatapathError::MapLayout {
+                name: INVENTORY_MAP,
+                source,
+            })?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| DatapathError::Cpus(source))?;
+        let sets = self.inventory_mask as usize + 1;
+        let mut placed: BTreeMap<u32, Vec<InventorySet>> = BTreeMap::new();
+        for index in 0..earlier.len() {
+            let per_cpu = earlier.get(&index, 0).map_err(read)?;
+            for (cpu, set) in per_cpu.iter().enumerate() {
+                for record in set.ways.iter().filter(|record| record.family != 0) {
+                    let target =
+                        inventory::set_of(record.addr, self.inventory_seed, self.inventory_mask);
+                    let row = placed
+                        .entry(target)
+                        .or_insert_with(|| vec![InventorySet::default(); cpus]);
+                    let Some(ways) = row.get_mut(cpu).map(|set| &mut set.ways) else {
+                        continue;
+                    };
+                    let oldest = ways
+                        .iter_mut()
+                        .min_by_key(|way| (way.family != 0, way.last_seen))
+                        .expect("a set has ways");
+                    if oldest.family == 0 || oldest.last_seen < record.last_seen {
+                        *oldest = *record;
+                    }
+                }
+            }
+        }
+        debug_assert!(placed.keys().all(|&set| (set as usize) < sets));
+        let mut copied = 0;
+        for (set, row) in placed {
+            copied += row
+                .iter()
+                .flat_map(|set| &set.ways)
+                .filter(|record| record.family != 0)
+                .count();
+            let values = aya::maps::PerCpuValues::try_from(row).map_err(DatapathError::Cpus)?;
+            self.maps
+                .inventory
+                .set(set, values, 0)
+                .map_err(|source| DatapathError::Write {
+                    map: INVENTORY_MAP,
+                    what: format!("inventory set {set}"),
+                    source,
+                })?;
+        }
+        Ok(copied)
     }
 
     /// Sets the deny log's rate: each CPU sends at most `rate_per_sec` events

@@ -53,6 +53,18 @@ pub enum XdpChoice {
     Skb,
 }
 
+impl XdpChoice {
+    /// Whether a link in `mode` (`native` or `skb`) is what this choice asks
+    /// for.
+    pub fn allows(self, mode: &str) -> bool {
+        match self {
+            Self::Auto => true,
+            Self::Native => mode == "native",
+            Self::Skb => mode == "skb",
+        }
+    }
+}
+
 /// Errors of the live commands.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -62,23 +74,26 @@ pub enum LiveError {
          `gatekeeper run --iface IFACE --policy FILE`"
     )]
     NotLoaded(PathBuf),
-    /// Pins from another gatekeeper are in the way.
+    /// Another `gatekeeper run` holds the pin directory.
     #[error(
-        "a gatekeeper is already attached to {iface} (pinned at {pin}); see it with \
-         `gatekeeper status` and remove it with `gatekeeper detach --iface {iface}`"
+        "another gatekeeper run is using {0}; stop it first (SIGTERM), or give this one \
+         another --pin-dir"
     )]
-    AlreadyAttached {
+    Busy(PathBuf),
+    /// An earlier run's link could not be switched to the new program.
+    #[error(
+        "switching the XDP link of {iface} (pinned at {pin}) to the new program; the \
+         earlier program stays attached there"
+    )]
+    Adopt {
         /// The interface.
         iface: String,
-        /// Its link pin.
+        /// The link's pin.
         pin: PathBuf,
+        /// What aya said.
+        #[source]
+        source: Box<ProgramError>,
     },
-    /// Maps from an earlier gatekeeper are still pinned.
-    #[error(
-        "maps of an earlier gatekeeper are still pinned in {0}; see them with \
-         `gatekeeper status` and remove them with `gatekeeper detach`"
-    )]
-    StalePins(PathBuf),
     /// A file system operation on the pin directory failed.
     #[error("{what} {path}")]
     Io {
@@ -153,7 +168,8 @@ pub enum LiveError {
     },
 }
 
-/// One interface the program is attached to.
+/// One interface the program is attached to, through a link pinned in the
+/// pin directory.
 #[derive(Debug)]
 pub struct Attachment {
     /// The interface's name.
@@ -162,29 +178,81 @@ pub struct Attachment {
     pub mode: &'static str,
     /// Why native mode was not used, when `auto` fell back to skb.
     pub fallback_reason: Option<String>,
-    link: Option<PinnedLink>,
+    /// Whether the link was an earlier run's, switched to this run's
+    /// program, rather than attached by this run.
+    pub adopted: bool,
+    link: Option<FdLink>,
     pin: PathBuf,
 }
 
 impl Attachment {
-    /// Detaches: removes the pin and drops the link.
+    /// Detaches: removes the pin and drops the link, which detaches the
+    /// program once no other process holds the link.
     pub fn detach(mut self) {
-        self.release();
+        let _ = fs::remove_file(&self.pin);
+        self.link = None;
     }
 
-    fn release(&mut self) {
-        if let Some(link) = self.link.take() {
-            // Unpinning removes the file; dropping the returned link detaches
-            // the program (this process holds the last reference).
-            drop(link.unpin());
-        }
-        let _ = fs::remove_file(&self.pin);
+    /// Leaves the program attached: closes this process's hold on the link
+    /// and keeps the pin, which keeps the link, and so the program and its
+    /// maps, in the kernel.
+    pub fn keep(mut self) {
+        self.link = None;
+        self.pin = PathBuf::new();
     }
 }
 
 impl Drop for Attachment {
+    /// An attachment neither detached nor kept (a start that failed half
+    /// way) is undone when this run made it and kept when it was an earlier
+    /// run's: that one was enforcing before this run began.
     fn drop(&mut self) {
-        self.release();
+        if !self.adopted && !self.pin.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.pin);
+        }
+    }
+}
+
+/// An exclusive hold on a pin directory for the life of one `gatekeeper
+/// run`: a `flock` on the directory, which the kernel releases when the
+/// process ends, however it ends.
+#[derive(Debug)]
+pub struct PinDirLock {
+    _dir: fs::File,
+}
+
+impl PinDirLock {
+    /// Takes the hold, or fails at once when another process has it.
+    ///
+    /// # Errors
+    ///
+    /// [`LiveError::Busy`] when another run holds the directory, or the
+    /// directory cannot be opened.
+    pub fn acquire(dir: &Path) -> Result<Self, LiveError> {
+        let file = fs::File::open(dir).map_err(|source| LiveError::Io {
+            what: "opening the pin directory",
+            path: dir.to_owned(),
+            source,
+        })?;
+        // SAFETY: flock on a descriptor this function owns.
+        let ret = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if ret != 0 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(LiveError::Busy(dir.to_owned()));
+            }
+            return Err(LiveError::Io {
+                what: "locking the pin directory",
+                path: dir.to_owned(),
+                source: error,
+            });
+        }
+        Ok(Self { _dir: file })
     }
 }
 
@@ -281,21 +349,115 @@ pub fn pinned_links(dir: &Path) -> Vec<(String, String, PathBuf)> {
     links
 }
 
-/// Refuses to start when `dir` already holds pins for `ifaces` or maps.
+/// Prefix of the directory in the pin directory where a starting run pins
+/// its new maps until its program takes over (bpffs names cannot hold a
+/// dot, so it cannot be hidden).
+const STAGING_PREFIX: &str = "staging-";
+
+/// Whether maps are pinned in `dir`.
+pub fn has_map_pins(dir: &Path) -> bool {
+    MAP_NAMES.iter().any(|name| dir.join(name).exists())
+}
+
+/// A fresh directory inside `dir` for this process to pin its new maps in,
+/// after removing any an interrupted start left behind.
 ///
 /// # Errors
 ///
-/// [`LiveError::AlreadyAttached`] or [`LiveError::StalePins`].
-pub fn refuse_if_taken(dir: &Path, ifaces: &[String]) -> Result<(), LiveError> {
-    for (iface, _, pin) in pinned_links(dir) {
-        if ifaces.contains(&iface) {
-            return Err(LiveError::AlreadyAttached { iface, pin });
+/// The directory cannot be created.
+pub fn staging_dir(dir: &Path) -> Result<PathBuf, LiveError> {
+    remove_staging(dir);
+    let staging = dir.join(format!("{STAGING_PREFIX}{}", std::process::id()));
+    fs::create_dir(&staging).map_err(|source| LiveError::Io {
+        what: "creating",
+        path: staging.clone(),
+        source,
+    })?;
+    Ok(staging)
+}
+
+/// Removes every staging directory in `dir` and the pins in it. The maps of
+/// a start that got as far as attaching are held by its program and stay.
+pub fn remove_staging(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(STAGING_PREFIX))
+        {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
-    if MAP_NAMES.iter().any(|name| dir.join(name).exists()) {
-        return Err(LiveError::StalePins(dir.to_owned()));
+}
+
+/// Moves the maps pinned in `staging` over those in `dir`, each in one
+/// rename: a reader of `dir` opens the old map or the new one, never none.
+/// The old maps live on for as long as a program still uses them.
+///
+/// # Errors
+///
+/// A rename failed; the maps moved before it stay moved.
+pub fn promote_pins(staging: &Path, dir: &Path) -> Result<(), LiveError> {
+    for name in MAP_NAMES {
+        let from = staging.join(name);
+        fs::rename(&from, dir.join(name)).map_err(|source| LiveError::Io {
+            what: "moving the new map pin into place:",
+            path: from.clone(),
+            source,
+        })?;
     }
+    let _ = fs::remove_dir(staging);
     Ok(())
+}
+
+/// Switches the XDP link an earlier run pinned at `pin` for `iface` to the
+/// datapath's program, atomically (`BPF_LINK_UPDATE`): every frame is
+/// judged by the earlier program or by this one, and the interface is never
+/// without one. The link keeps its mode.
+///
+/// # Errors
+///
+/// The pin is not an XDP link, or the kernel refused the update; the
+/// earlier program then stays attached.
+pub fn adopt(
+    datapath: &mut Datapath,
+    iface: &str,
+    mode: &str,
+    pin: &Path,
+) -> Result<Attachment, LiveError> {
+    let error = |source| LiveError::Adopt {
+        iface: iface.to_owned(),
+        pin: pin.to_owned(),
+        source: Box::new(source),
+    };
+    let link = PinnedLink::from_pin(pin).map_err(|source| LiveError::Link {
+        path: pin.to_owned(),
+        source,
+    })?;
+    let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(link)).map_err(|source| {
+        LiveError::Link {
+            path: pin.to_owned(),
+            source,
+        }
+    })?;
+    let program = datapath.program();
+    let id = program.attach_to_link(link).map_err(error)?;
+    let link = program.take_link(id).map_err(error)?;
+    let link = FdLink::try_from(link).map_err(|source| LiveError::Link {
+        path: pin.to_owned(),
+        source,
+    })?;
+    Ok(Attachment {
+        iface: iface.to_owned(),
+        mode: if mode == "skb" { "skb" } else { "native" },
+        fallback_reason: None,
+        adopted: true,
+        link: Some(link),
+        pin: pin.to_owned(),
+    })
 }
 
 /// Attaches the datapath's program to `iface` and pins the link in `dir`.
@@ -353,16 +515,19 @@ pub fn attach(
         iface: iface.to_owned(),
         mode,
         fallback_reason,
-        link: Some(link),
+        adopted: false,
+        link: Some(FdLink::from(link)),
         pin,
     })
 }
 
-/// Removes the map pins a run left in `dir`, and the directory when empty.
+/// Removes the map pins a run left in `dir`, any staging directory, and
+/// the directory when empty.
 pub fn remove_map_pins(dir: &Path) {
     for name in MAP_NAMES {
         let _ = fs::remove_file(dir.join(name));
     }
+    remove_staging(dir);
     let _ = fs::remove_dir(dir);
 }
 

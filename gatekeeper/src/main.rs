@@ -46,9 +46,13 @@ enum Command {
     ///
     /// Loads the program, installs the policy, attaches to each interface
     /// and pins the links and maps under the pin directory, then runs until
-    /// SIGINT or SIGTERM, when it detaches and removes its pins. The policy
-    /// is reloaded on SIGHUP and whenever the file changes; a file that does
-    /// not parse or load is rejected and the running policy stays.
+    /// SIGINT or SIGTERM. When an earlier run left its program attached,
+    /// this one takes over: it loads its own program with the policy, then
+    /// switches each earlier link to it atomically, so the interface is
+    /// never without a filter. On exit the program stays attached (see
+    /// --detach-on-exit). The policy is reloaded on SIGHUP and whenever the
+    /// file changes; a file that does not parse or load is rejected and the
+    /// running policy stays.
     Run(RunArgs),
     /// Show the running gatekeeper: interfaces, policy and counters, read
     /// from the pinned maps.
@@ -146,6 +150,17 @@ struct RunArgs {
     /// the log statements out at load.
     #[arg(long, value_enum, default_value = "off")]
     ebpf_log: EbpfLog,
+    /// When the run ends (SIGTERM, SIGINT), leave the program attached and
+    /// its maps pinned, enforcing the last policy, for the next `gatekeeper
+    /// run` to take over without a gap. The default: a crash leaves it
+    /// attached anyway, and a clean stop behaves the same, so restarts and
+    /// upgrades never leave the port open. `gatekeeper detach` removes it.
+    #[arg(long, overrides_with = "detach_on_exit")]
+    keep_attached: bool,
+    /// When the run ends, detach from every interface and remove the pins:
+    /// the port is open to everyone until the next run.
+    #[arg(long, overrides_with = "keep_attached")]
+    detach_on_exit: bool,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -497,6 +512,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         table_chunks: args.table_chunks,
         log_rate: args.log_rate,
         ebpf_debug_log: matches!(args.ebpf_log, EbpfLog::Debug),
+        keep_attached: !args.detach_on_exit,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -48,6 +48,9 @@ pub struct RunConfig {
     pub log_rate: u64,
     /// Keep the program's debug log statements and log them.
     pub ebpf_debug_log: bool,
+    /// Leave the program attached and the maps pinned when the run ends,
+    /// for the next run to take over without a gap; otherwise detach.
+    pub keep_attached: bool,
 }
 
 /// Why `gatekeeper run` could not start or keep going.
@@ -73,12 +76,19 @@ pub enum RunError {
     },
 }
 
-/// Removes the map pins when the run ends, however it ends.
+/// Removes the map pins when the run ends with no link left in the pin
+/// directory (a start that failed before attaching, or a run told to
+/// detach), so that nothing unused stays in the kernel. While a link is
+/// pinned, its maps stay pinned with it.
 struct MapPins(PathBuf);
 
 impl Drop for MapPins {
     fn drop(&mut self) {
-        live::remove_map_pins(&self.0);
+        if live::pinned_links(&self.0).is_empty() {
+            live::remove_map_pins(&self.0);
+        } else {
+            live::remove_staging(&self.0);
+        }
     }
 }
 
@@ -107,9 +117,13 @@ pub const MAX_TABLE_CHUNKS: u32 = 1 << 20;
 /// Start-up failures: an invalid policy, pins in the way, an interface that
 /// cannot take the program. Reload failures are logged, never returned.
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    // Nothing is touched before the policy is known to be good: a bad file
+    // leaves an earlier run's program enforcing what it enforced.
     let policy = Policy::load(&config.policy, config.load)?;
     live::prepare_pin_dir(&config.pin_dir)?;
-    live::refuse_if_taken(&config.pin_dir, &config.ifaces)?;
+    let _lock = live::PinDirLock::acquire(&config.pin_dir)?;
+    let earlier_links = live::pinned_links(&config.pin_dir);
+    let earlier_maps = live::has_map_pins(&config.pin_dir);
 
     let settings = LoadSettings {
         inventory_size: config.inventory_size,
@@ -119,7 +133,11 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             .unwrap_or_else(|| table_chunks_for(&policy)),
         ..LoadSettings::default()
     };
-    let mut datapath = Datapath::load_pinned(&config.pin_dir, settings)?;
+    // The new program and its maps are made ready beside the earlier run's,
+    // which keep running until the links switch over.
+    let _map_pins = MapPins(config.pin_dir.clone());
+    let staging = live::staging_dir(&config.pin_dir)?;
+    let mut datapath = Datapath::load_pinned(&staging, settings)?;
     if config.ebpf_debug_log
         && let Some(logger) = datapath.take_ebpf_logger(TracingLog)
     {
@@ -132,12 +150,20 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             })?;
         tokio::spawn(forward_ebpf_log(logger));
     }
-    let _map_pins = MapPins(config.pin_dir.clone());
     let generation = datapath.install(&policy)?;
     log_policy(&policy, generation, "policy loaded");
     // A burst of a tenth of a second's worth, at least one event.
     let burst = (config.log_rate / 10).max(1);
     datapath.set_log_rate(config.log_rate, burst)?;
+    if earlier_maps {
+        match datapath.carry_inventory(&config.pin_dir.join(gatekeeper_common::INVENTORY_MAP)) {
+            Ok(sources) => tracing::info!(sources, "inventory carried over from the earlier run"),
+            Err(error) => tracing::warn!(
+                error = %crate::error_chain(&error),
+                "the earlier run's inventory could not be carried over; it starts empty"
+            ),
+        }
+    }
     if let Some(events) = datapath.take_events() {
         // SAFETY: the ring buffer owns its descriptor and keeps it open,
         // unchanged, until it is dropped, which happens only with the AsyncFd.
@@ -148,27 +174,62 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             })?;
         tokio::spawn(log_deny_events(events));
     }
+    live::promote_pins(&staging, &config.pin_dir)?;
     let state: SharedState = Arc::new(Mutex::new(ControllerState::default()));
     record_install(&state, &datapath, &policy);
 
     let mut attachments: Vec<Attachment> = Vec::new();
     for iface in &config.ifaces {
-        let attachment = live::attach(&mut datapath, iface, config.xdp, &config.pin_dir)?;
-        if let Some(reason) = &attachment.fallback_reason {
-            tracing::warn!(
-                iface = %attachment.iface,
-                reason = %reason,
-                "native XDP unavailable, attached in skb mode (after the kernel allocates \
-                 a socket buffer)"
-            );
-        }
-        tracing::info!(iface = %attachment.iface, xdp_mode = attachment.mode, "attached");
+        let earlier = earlier_links
+            .iter()
+            .find(|(name, _, _)| name == iface)
+            .map(|(_, mode, pin)| (mode.clone(), pin.clone()));
+        let attachment = match earlier {
+            Some((mode, pin)) => {
+                let attachment = live::adopt(&mut datapath, iface, &mode, &pin)?;
+                if !config.xdp.allows(attachment.mode) {
+                    tracing::warn!(
+                        iface = %iface,
+                        xdp_mode = attachment.mode,
+                        "kept the earlier run's attach mode: a link cannot change modes \
+                         without detaching; `gatekeeper detach --iface` it to change"
+                    );
+                }
+                tracing::info!(
+                    iface = %iface,
+                    xdp_mode = attachment.mode,
+                    "took over the earlier run's link: switched to the new program atomically"
+                );
+                attachment
+            }
+            None => {
+                let attachment = live::attach(&mut datapath, iface, config.xdp, &config.pin_dir)?;
+                if let Some(reason) = &attachment.fallback_reason {
+                    tracing::warn!(
+                        iface = %attachment.iface,
+                        reason = %reason,
+                        "native XDP unavailable, attached in skb mode (after the kernel \
+                         allocates a socket buffer)"
+                    );
+                }
+                tracing::info!(iface = %attachment.iface, xdp_mode = attachment.mode, "attached");
+                attachment
+            }
+        };
         if let Ok(mut state) = state.lock() {
             state
                 .attached
                 .push((attachment.iface.clone(), attachment.mode));
         }
         attachments.push(attachment);
+    }
+    // An interface the earlier run was attached to and this one is not told
+    // to gate is let go: what runs is what the command line says.
+    for (iface, _, _) in &earlier_links {
+        if !config.ifaces.contains(iface) {
+            live::detach(&config.pin_dir, Some(iface))?;
+            tracing::warn!(iface = %iface, "detached: attached by an earlier run, not given as --iface now");
+        }
     }
 
     if let Some(addr) = config.metrics {
@@ -223,8 +284,17 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     for attachment in attachments {
         let iface = attachment.iface.clone();
-        attachment.detach();
-        tracing::info!(iface = %iface, "detached");
+        if config.keep_attached {
+            attachment.keep();
+            tracing::info!(
+                iface = %iface,
+                "left attached, enforcing the last policy; the next `gatekeeper run` takes \
+                 over, `gatekeeper detach` removes it"
+            );
+        } else {
+            attachment.detach();
+            tracing::info!(iface = %iface, "detached");
+        }
     }
     tracing::info!("gatekeeper stopped");
     Ok(())

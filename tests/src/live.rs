@@ -277,11 +277,23 @@ impl Daemon {
         }
     }
 
-    /// Stops the daemon with SIGTERM and returns its exit status.
+    /// Stops the daemon with SIGTERM and returns its exit status; whatever
+    /// it left pinned is then detached.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
         let mut child = self.child.take().expect("the daemon is running");
         child.wait().expect("waiting for gatekeeper run")
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status, leaving
+    /// what it pinned for the next run to take over. The test must clean up
+    /// itself ([`cleanup_pins`], or a later [`Daemon`] on the same pins).
+    pub fn stop_keeping_pins(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("the daemon is running");
+        let status = child.wait().expect("waiting for gatekeeper run");
+        self.pin_dir = PathBuf::new();
+        status
     }
 }
 
@@ -305,7 +317,9 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        cleanup_pins(&self.pin_dir);
+        if !self.pin_dir.as_os_str().is_empty() {
+            cleanup_pins(&self.pin_dir);
+        }
     }
 }
 

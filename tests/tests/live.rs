@@ -215,9 +215,9 @@ fn a_second_run_refuses_and_detach_removes_an_orphan() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(
         stderr.contains(&format!(
-            "a gatekeeper is already attached to {}",
-            link.gateway_if
-        )) && stderr.contains("gatekeeper detach --iface"),
+            "another gatekeeper run is using {}; stop it first",
+            pins.display()
+        )),
         "{stderr}"
     );
     // The first one is untouched.

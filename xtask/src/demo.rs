@@ -109,6 +109,7 @@ fn live(gatekeeper: &Path, root: &Path, scratch: &Scratch, _lab: &Lab) -> Result
     }
 
     let _listener = SmtpListener::start()?;
+    let _pins = Pins(gatekeeper.to_owned());
     println!(
         "\n==> gatekeeper run --iface {GATEWAY_IF} --policy {POLICY} (in namespace {GATEWAY})"
     );
@@ -127,10 +128,61 @@ fn live(gatekeeper: &Path, root: &Path, scratch: &Scratch, _lab: &Lab) -> Result
     expect(&connect_all()?, [true, false], "enforce")?;
     status(gatekeeper)?;
 
-    println!("\n==> stopping gatekeeper (SIGTERM): it detaches and removes its pins");
+    println!("\n==> stopping gatekeeper (SIGTERM): the program stays attached, enforcing");
     daemon.stop()?;
-    println!("\n--- gatekeeper run's log ---\n{}", daemon.log()?);
+    let first_log = daemon.log()?;
+    expect(
+        &connect_all()?,
+        [true, false],
+        "enforce, with no controller running",
+    )?;
+
+    println!("\n==> gatekeeper run again: it switches the pinned link to its program atomically");
+    let mut daemon = Daemon::start(gatekeeper, &policy, &scratch.0.join("run-2.log"))?;
+    expect(&connect_all()?, [true, false], "enforce, after the restart")?;
+    daemon.stop()?;
+
+    println!("\n==> gatekeeper detach: removes the program and its pins");
+    detach(gatekeeper)?;
+    expect(&connect_all()?, [true, true], "detached")?;
+    println!("\n--- the first gatekeeper run's log ---\n{first_log}");
+    println!("\n--- the second one's ---\n{}", daemon.log()?);
     Ok(())
+}
+
+/// Runs `gatekeeper detach` on the demo's pins.
+fn detach(gatekeeper: &Path) -> Result<()> {
+    interrupted()?;
+    println!("    $ gatekeeper detach");
+    let output = Command::new(gatekeeper)
+        .args(["detach", "--pin-dir", PIN_DIR])
+        .output()
+        .context("running gatekeeper detach")?;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        println!("    {line}");
+    }
+    if !output.status.success() {
+        bail!(
+            "gatekeeper detach failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Detaches whatever the demo left pinned, however it ends: `gatekeeper
+/// run` leaves its program attached when it stops. Holds the path of the
+/// gatekeeper binary.
+struct Pins(PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if Path::new(PIN_DIR).exists() {
+            let _ = Command::new(&self.0)
+                .args(["detach", "--pin-dir", PIN_DIR])
+                .output();
+        }
+    }
 }
 
 /// Fails unless the clients connected as `wanted` says, so that a demo
