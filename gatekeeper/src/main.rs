@@ -334,6 +334,19 @@ fn write_summary(out: &mut impl io::Write, policy: &Policy) -> io::Result<()> {
         let v6 = connector.sources.len() - v4;
         writeln!(out, "    {:<24} {v4} IPv4, {v6} IPv6", connector.name)?;
     }
+    let needed = gatekeeper::table::chunks_needed(
+        policy
+            .connectors
+            .iter()
+            .flat_map(|connector| &connector.sources),
+    );
+    let reserved = gatekeeper::run::table_chunks_for(policy);
+    writeln!(
+        out,
+        "  table:        {needed} chunks of 1 KiB per policy slot; `run` reserves {reserved} \
+         ({:.1} MiB for both slots)",
+        gatekeeper::datapath::table_bytes(reserved) as f64 / (1024.0 * 1024.0)
+    )?;
     Ok(())
 }
 

@@ -58,6 +58,7 @@ fn policy_check_summarizes_a_valid_policy() {
     upstream-filter          1 IPv4, 1 IPv6
     printers                 1 IPv4, 0 IPv6
     erp-app                  1 IPv4, 1 IPv6
+  table:        18 chunks of 1 KiB per policy slot; `run` reserves 4096 (9.0 MiB for both slots)
 "
         )
     );
