@@ -285,6 +285,13 @@ impl Daemon {
         child.wait().expect("waiting for gatekeeper run")
     }
 
+    /// Kills the daemon with SIGKILL, as a crash would, leaving what it
+    /// pinned for the next run to take over (see [`Daemon::stop_keeping_pins`]).
+    pub fn crash_keeping_pins(mut self) {
+        self.crash();
+        self.pin_dir = PathBuf::new();
+    }
+
     /// Stops the daemon with SIGTERM and returns its exit status, leaving
     /// what it pinned for the next run to take over. The test must clean up
     /// itself ([`cleanup_pins`], or a later [`Daemon`] on the same pins).
