@@ -637,3 +637,19 @@ fn a_thousand_reloads_drop_no_admitted_connection_and_admit_no_stranger() {
     );
     assert!(!pins.exists(), "gatekeeper run left pins behind");
 }
+
+#[test]
+#[should_panic(expected = "counter \"status seen\" went down from 7 in sample 0 to 6 in sample 2")]
+fn a_counter_going_down_is_noticed_across_a_sample_without_it() {
+    let sample = |pairs: &[(&str, u64)]| -> Sample {
+        pairs
+            .iter()
+            .map(|&(name, value)| (name.to_owned(), value))
+            .collect()
+    };
+    assert_never_decrease(&[
+        sample(&[("status seen", 7), ("status pass", 1)]),
+        sample(&[("status pass", 2)]),
+        sample(&[("status seen", 6), ("status pass", 2)]),
+    ]);
+}
