@@ -638,6 +638,41 @@ fn a_thousand_reloads_drop_no_admitted_connection_and_admit_no_stranger() {
     assert!(!pins.exists(), "gatekeeper run left pins behind");
 }
 
+/// Every allowed SYN is allowed by some connector, and B, live at the end,
+/// has them all: the per-connector counts of `/metrics` must add up to the
+/// allowed SYNs.
+///
+/// They do not. `Datapath::install` takes a new connector's starting count
+/// (`ConnectorLedger::rebase`) after the RCU barrier, when the new policy
+/// has been live for a grace period already, so the SYNs the connector
+/// admits in that time are never counted for it: `smarthost` loses a few on
+/// every switch from A to B. Taking new connectors' starting counts before
+/// the active slot flips (their ids are free in the live policy, so nothing
+/// counts on them until then) would fix it.
+#[test]
+#[ignore = "gatekeeper undercounts a new connector's allows during the reload's RCU grace period"]
+fn per_connector_counts_add_up_to_the_allowed_syns_after_a_storm() {
+    const SHORT: u64 = 100;
+    let mut gateway = Gateway::start();
+    let storm = storm(&mut gateway, SHORT);
+    println!("{}", storm.summary(SHORT));
+
+    let allowed = storm.grew("status allow/ipv4") + storm.grew("status allow/ipv6");
+    let per_connector: Vec<(String, u64)> = ["smarthost", "upstream-filter", "backup-mx"]
+        .into_iter()
+        .map(|name| {
+            let series =
+                format!(r#"metrics gatekeeper_connector_allowed_total{{connector="{name}"}}"#);
+            (name.to_owned(), storm.grew(&series))
+        })
+        .collect();
+    let sum: u64 = per_connector.iter().map(|(_, count)| count).sum();
+    assert_eq!(
+        sum, allowed,
+        "allowed SYNs by connector {per_connector:?} against {allowed} allowed in all"
+    );
+}
+
 #[test]
 #[should_panic(expected = "counter \"status seen\" went down from 7 in sample 0 to 6 in sample 2")]
 fn a_counter_going_down_is_noticed_across_a_sample_without_it() {
