@@ -738,6 +738,12 @@ impl Datapath {
             self.clear_slot(&next);
             return Err(error);
         }
+        // The baseline of the connectors new in this policy, read before the
+        // flip: their ids are ones the live policy does not use, so nothing
+        // counts for them until the new slot is live, and from then on every
+        // count is theirs. (Read after the flip, SYNs admitted in between
+        // would vanish into the baseline.)
+        let before_flip = self.connector_counts().unwrap_or_default();
         if let Err(source) = self.maps.active.set(0, slot, 0) {
             self.clear_slot(&next);
             return Err(DatapathError::Write {
@@ -757,7 +763,7 @@ impl Datapath {
         // its connectors counted. (Should the read fail, counts start from
         // zero, which can only over-count a reused id.)
         let counts = self.connector_counts().unwrap_or_default();
-        self.ledger.rebase(&next.connectors, &counts);
+        self.ledger.rebase(&next.connectors, &before_flip, &counts);
         if let Some(old) = self.live.replace(next) {
             self.clear_slot(&old);
         }
@@ -1166,22 +1172,25 @@ pub struct ConnectorLedger {
 }
 
 impl ConnectorLedger {
-    /// Makes `next` (id to name) the live connectors, with `counts` the
-    /// map's per-id counts once no run judges by the old policy.
-    fn rebase(&mut self, next: &BTreeMap<u32, String>, counts: &[u64]) {
-        let count = |id: u32| counts.get(id as usize).copied().unwrap_or(0);
+    /// Makes `next` (id to name) the live connectors. `before_flip` is the
+    /// map's per-id counts before `next` went live, the baseline of the
+    /// connectors new in it; `settled` the counts once no run judges by the
+    /// old policy, which settle the connectors that leave.
+    fn rebase(&mut self, next: &BTreeMap<u32, String>, before_flip: &[u64], settled: &[u64]) {
+        let count = |counts: &[u64], id: u32| counts.get(id as usize).copied().unwrap_or(0);
         for (name, (id, baseline)) in std::mem::take(&mut self.live) {
             let still = next.get(&id).is_some_and(|next_name| *next_name == name);
             if still {
                 self.live.insert(name, (id, baseline));
             } else {
-                *self.carried.entry(name).or_default() += count(id).saturating_sub(baseline);
+                *self.carried.entry(name).or_default() +=
+                    count(settled, id).saturating_sub(baseline);
             }
         }
         for (&id, name) in next {
             self.live
                 .entry(name.clone())
-                .or_insert_with(|| (id, count(id)));
+                .or_insert_with(|| (id, count(before_flip, id)));
         }
     }
 
@@ -1280,19 +1289,43 @@ mod tests {
         };
         let mut ledger = ConnectorLedger::default();
         // Id 0 already counted 5 for some earlier owner.
-        ledger.rebase(&ids(&[(0, "relay"), (1, "printers")]), &[5, 0]);
+        ledger.rebase(&ids(&[(0, "relay"), (1, "printers")]), &[5, 0], &[5, 0]);
         assert_eq!(
             ledger.allowed(&[8, 2]),
             [("printers".to_owned(), 2), ("relay".to_owned(), 3)]
         );
         // "relay" leaves with 3 + 1; "printers" stays.
-        ledger.rebase(&ids(&[(1, "printers")]), &[9, 2]);
+        ledger.rebase(&ids(&[(1, "printers")]), &[9, 2], &[9, 2]);
         assert_eq!(ledger.allowed(&[9, 4]), [("printers".to_owned(), 4)]);
         // "relay" comes back on another id and goes on from 4.
-        ledger.rebase(&ids(&[(1, "printers"), (2, "relay")]), &[9, 4, 7]);
+        ledger.rebase(
+            &ids(&[(1, "printers"), (2, "relay")]),
+            &[9, 4, 7],
+            &[9, 4, 7],
+        );
         assert_eq!(
             ledger.allowed(&[9, 4, 9]),
             [("printers".to_owned(), 4), ("relay".to_owned(), 6)]
+        );
+    }
+
+    #[test]
+    fn a_new_connector_keeps_what_it_admits_between_the_flip_and_the_settling() {
+        let ids = |pairs: &[(u32, &str)]| -> BTreeMap<u32, String> {
+            pairs
+                .iter()
+                .map(|&(id, name)| (id, name.to_owned()))
+                .collect()
+        };
+        let mut ledger = ConnectorLedger::default();
+        ledger.rebase(&ids(&[(0, "relay")]), &[0, 0], &[0, 0]);
+        // "smarthost" takes the free id 1, which last counted 10 for an
+        // owner long gone. Between the flip and the settling read it
+        // admits 3 SYNs: they are its own.
+        ledger.rebase(&ids(&[(0, "relay"), (1, "smarthost")]), &[4, 10], &[4, 13]);
+        assert_eq!(
+            ledger.allowed(&[4, 13]),
+            [("relay".to_owned(), 4), ("smarthost".to_owned(), 3)]
         );
     }
 
