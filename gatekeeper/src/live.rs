@@ -136,6 +136,14 @@ pub enum LiveError {
         #[source]
         source: aya::pin::PinError,
     },
+    /// The live policy kept changing while it was read.
+    #[error("the live policy in {path} changed under every one of {tries} reads; try again")]
+    Unsettled {
+        /// The pin directory.
+        path: PathBuf,
+        /// Reads tried.
+        tries: u32,
+    },
     /// The clock reference the datapath's timestamps are read against was
     /// never written: the pins are from a gatekeeper that did not finish
     /// loading.
@@ -680,11 +688,37 @@ impl LiveView {
     ///
     /// A map read failed.
     pub fn policy(&self) -> Result<Option<LivePolicy>, LiveError> {
-        let slot = self.slot()?;
-        let config = self
-            .config
-            .get(&slot, 0)
-            .map_err(self.read_error(CONFIG_MAP))?;
+        self.settled(|slot, config| self.policy_in(slot, config))
+    }
+
+    /// Runs `read` on the live slot and its config, again when a reload
+    /// moved the live policy meanwhile. A reload writes a slot's config last
+    /// and clears it first, and flips the active slot between, so the same
+    /// slot with the same generation before and after `read` means that
+    /// everything `read` saw belonged to that one policy.
+    fn settled<T>(
+        &self,
+        read: impl Fn(u32, &Config) -> Result<T, LiveError>,
+    ) -> Result<T, LiveError> {
+        const TRIES: u32 = 100;
+        for attempt in 0..TRIES {
+            let slot = self.slot()?;
+            let config = self.slot_config(slot)?;
+            let value = read(slot, &config)?;
+            if self.slot()? == slot && self.slot_config(slot)?.generation == config.generation {
+                return Ok(value);
+            }
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        Err(LiveError::Unsettled {
+            path: self.dir.clone(),
+            tries: TRIES,
+        })
+    }
+
+    fn policy_in(&self, slot: u32, config: &Config) -> Result<Option<LivePolicy>, LiveError> {
         let mode = match config.mode {
             MODE_ENFORCE => "enforce",
             MODE_MONITOR => "monitor",
@@ -762,13 +796,13 @@ impl LiveView {
     ///
     /// A map read failed.
     pub fn connector_for(&self, addr: IpAddr) -> Result<Option<String>, LiveError> {
-        let names = self
-            .policy()?
-            .map(|policy| policy.connectors)
-            .unwrap_or_default();
-        let slot = self.slot()?;
-        let config = self.slot_config(slot)?;
-        self.connector_among(&names, slot, &config, addr)
+        self.settled(|slot, config| {
+            let names = self
+                .policy_in(slot, config)?
+                .map(|policy| policy.connectors)
+                .unwrap_or_default();
+            self.connector_among(&names, slot, config, addr)
+        })
     }
 
     fn slot_config(&self, slot: u32) -> Result<Config, LiveError> {
@@ -846,27 +880,30 @@ impl LiveView {
     ///
     /// A map read failed, or the clock reference was never written.
     pub fn inventory(&self) -> Result<Vec<SourceEntry>, LiveError> {
-        let names = self
-            .policy()?
-            .map(|policy| policy.connectors)
-            .unwrap_or_default();
-        let slot = self.slot()?;
-        let config = self.slot_config(slot)?;
         let reference = self.clock.get(&0, 0).map_err(self.read_error(CLOCK_MAP))?;
         let clock = WallClock::now(reference).ok_or_else(|| LiveError::NoClock {
             path: self.dir.join(CLOCK_MAP),
         })?;
-        let mut entries = Vec::new();
-        for source in merge_inventory(self.inventory_records()?) {
-            entries.push(SourceEntry {
-                source: source.addr,
-                attempts: source.attempts,
-                first_seen: clock.wall(source.first_seen),
-                last_seen: clock.wall(source.last_seen),
-                last_port: source.last_port,
-                connector: self.connector_among(&names, slot, &config, source.addr)?,
-            });
-        }
+        let sources = merge_inventory(self.inventory_records()?);
+        let mut entries = self.settled(|slot, config| {
+            let names = self
+                .policy_in(slot, config)?
+                .map(|policy| policy.connectors)
+                .unwrap_or_default();
+            sources
+                .iter()
+                .map(|source| {
+                    Ok(SourceEntry {
+                        source: source.addr,
+                        attempts: source.attempts,
+                        first_seen: clock.wall(source.first_seen),
+                        last_seen: clock.wall(source.last_seen),
+                        last_port: source.last_port,
+                        connector: self.connector_among(&names, slot, config, source.addr)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, LiveError>>()
+        })?;
         entries.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.source.cmp(&b.source)));
         Ok(entries)
     }
