@@ -364,6 +364,7 @@ fn a_reload_during_rapid_replacements_ends_with_a_whole_policy() {
         reloads.len() >= 2,
         "the storm caused no reload:\n{reloads:#?}"
     );
+    println!("{} reloads during the storm and after it", reloads.len());
     for line in &reloads {
         let prefixes = &line["fields"]["ipv4_prefixes"];
         assert!(
