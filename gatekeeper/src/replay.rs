@@ -273,17 +273,20 @@ fn next_ng_frame(
             Ok(block) => block,
             Err(error) => return Some(Err(Fault::Parse(error))),
         };
-        let (interface, data, original_len) = match block {
+        // Whether it is a simple packet block, as the last field.
+        let (interface, mut data, original_len, simple) = match block {
             Block::EnhancedPacket(packet) => (
                 packet.interface_id,
                 packet.data.into_owned(),
                 packet.original_len,
+                false,
             ),
-            Block::SimplePacket(packet) => (0, packet.data.into_owned(), packet.original_len),
+            Block::SimplePacket(packet) => (0, packet.data.into_owned(), packet.original_len, true),
             Block::Packet(packet) => (
                 u32::from(packet.interface_id),
                 packet.data.into_owned(),
                 packet.original_len,
+                false,
             ),
             _ => continue,
         };
@@ -292,6 +295,22 @@ fn next_ng_frame(
         };
         if description.linktype != DataLink::ETHERNET {
             return Some(Err(Fault::LinkType(description.linktype)));
+        }
+        if simple {
+            // A simple packet block states no captured length: the frame is
+            // the original length cut to the snap length, and the parser
+            // hands over the block's padding with it.
+            let snaplen = match description.snaplen {
+                0 => u32::MAX,
+                snaplen => snaplen,
+            };
+            data.truncate(original_len.min(snaplen) as usize);
+        }
+        if data.len() > original_len as usize {
+            // The classic pcap reader refuses the same.
+            return Some(Err(Fault::Parse(PcapError::InvalidField(
+                "the packet block's captured length exceeds its original length",
+            ))));
         }
         return Some(Ok(CapturedFrame {
             number,
@@ -423,6 +442,92 @@ mod tests {
             "test.pcap: the capture is truncated inside frame 2"
         );
         assert!(frames.next().is_none());
+        assert!(frames.next().is_none());
+    }
+
+    /// A little-endian pcapng block of `kind` around `body`, padded.
+    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let padded = body.len().div_ceil(4) * 4;
+        let length = u32::try_from(12 + padded).expect("a short block");
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&kind.to_le_bytes());
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes.extend_from_slice(body);
+        bytes.resize(8 + padded, 0);
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes
+    }
+
+    /// A section header and one Ethernet interface with `snaplen`, then
+    /// `packets`.
+    fn pcapng(snaplen: u32, packets: &[Vec<u8>]) -> Vec<u8> {
+        let mut section = Vec::new();
+        section.extend_from_slice(&0x1a2b_3c4d_u32.to_le_bytes());
+        section.extend_from_slice(&[1, 0, 0, 0]);
+        section.extend_from_slice(&(-1_i64).to_le_bytes());
+        let mut interface = vec![1, 0, 0, 0];
+        interface.extend_from_slice(&snaplen.to_le_bytes());
+        let mut bytes = block(0x0a0d_0d0a, &section);
+        bytes.extend(block(1, &interface));
+        for packet in packets {
+            bytes.extend_from_slice(packet);
+        }
+        bytes
+    }
+
+    fn simple_packet(original_len: u32, data: &[u8]) -> Vec<u8> {
+        let mut body = original_len.to_le_bytes().to_vec();
+        body.extend_from_slice(data);
+        block(3, &body)
+    }
+
+    fn enhanced_packet(captured: u32, original_len: u32, data: &[u8]) -> Vec<u8> {
+        let mut body = [0, 0, 0, captured, original_len]
+            .iter()
+            .flat_map(|word: &u32| word.to_le_bytes())
+            .collect::<Vec<u8>>();
+        body.extend_from_slice(data);
+        block(6, &body)
+    }
+
+    #[test]
+    fn a_simple_packet_is_its_original_length_without_the_padding() {
+        // 61 bytes: the block pads them to 64.
+        let frame = [7; 61];
+        let mut frames = reader(pcapng(0, &[simple_packet(61, &frame)]));
+        let first = frames.next().map(|frame| frame.expect("frame 1"));
+        assert_eq!(
+            first,
+            Some(CapturedFrame {
+                number: 1,
+                data: frame.to_vec(),
+                original_len: 61,
+            })
+        );
+        assert!(frames.next().is_none());
+    }
+
+    #[test]
+    fn a_simple_packet_is_cut_to_the_snap_length() {
+        let mut frames = reader(pcapng(32, &[simple_packet(61, &[7; 32])]));
+        let first = frames.next().map(|frame| frame.expect("frame 1"));
+        assert_eq!(
+            first.map(|frame| (frame.data, frame.original_len)),
+            Some((vec![7; 32], 61))
+        );
+    }
+
+    #[test]
+    fn a_packet_longer_than_on_the_wire_is_malformed() {
+        let mut frames = reader(pcapng(0, &[enhanced_packet(50, 44, &[7; 50])]));
+        let error = match frames.next() {
+            Some(Err(error)) => error,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert!(
+            matches!(error, CaptureError::BadFrame { frame: 1, .. }),
+            "{error:?}"
+        );
         assert!(frames.next().is_none());
     }
 
