@@ -65,12 +65,16 @@ fn run_target(target: &str, seconds: u64) -> Result<()> {
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("creating the scratch corpus {}", scratch.display()))?;
     let seeds: PathBuf = fuzz_dir.join("corpus").join(target);
+    // What the fuzzers found before, so that each run starts by checking
+    // that it stays fixed.
+    let regressions = fuzz_dir.join("regressions").join(target);
 
     let mut command = Command::new("rustup");
     command
         .args(["run", "nightly", "cargo", "fuzz", "run", target])
         .arg(&scratch)
         .arg(&seeds)
+        .arg(&regressions)
         .arg("--")
         .arg(format!("-max_total_time={seconds}"))
         // A single input that takes this long is a hang, kept as an artifact.
