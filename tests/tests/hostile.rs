@@ -318,6 +318,9 @@ const STORM_A: u32 = 20_000;
 const STORM_B: u32 = 30_001;
 const STORM_C: u32 = 25_002;
 
+/// Reloads the storm lasts for.
+const STORM_RELOADS: usize = 20;
+
 #[test]
 fn a_reload_during_rapid_replacements_ends_with_a_whole_policy() {
     let (link, _listener) = gateway();
@@ -341,8 +344,18 @@ fn a_reload_during_rapid_replacements_ends_with_a_whole_policy() {
             }
         })
     };
-    for round in 0..300 {
+    // Until the daemon has reloaded STORM_RELOADS times while files kept
+    // landing, so that the storm is sure to overlap reloads.
+    let mut round = 0;
+    while lines_with(&daemon, "policy reloaded").len() < STORM_RELOADS {
+        assert!(
+            round < 100_000,
+            "{round} replacements caused only {} reloads:\n{}",
+            lines_with(&daemon, "policy reloaded").len(),
+            daemon.log()
+        );
         policy.replace(&texts[round % 2]);
+        round += 1;
     }
     stop.store(true, Ordering::Relaxed);
     hangups.join().expect("the SIGHUP thread");
@@ -360,11 +373,11 @@ fn a_reload_during_rapid_replacements_ends_with_a_whole_policy() {
         .map(|line| serde_json::from_str(line).expect("a JSON log line"))
         .collect();
     // The storm's own and C's.
-    assert!(
-        reloads.len() >= 2,
-        "the storm caused no reload:\n{reloads:#?}"
+    assert!(reloads.len() > STORM_RELOADS, "{reloads:#?}");
+    println!(
+        "{round} replacements; {} reloads during the storm and after it",
+        reloads.len()
     );
-    println!("{} reloads during the storm and after it", reloads.len());
     for line in &reloads {
         let prefixes = &line["fields"]["ipv4_prefixes"];
         assert!(
