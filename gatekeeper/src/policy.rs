@@ -37,7 +37,10 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
+use std::fs::{FileType, OpenOptions};
+use std::io::Read as _;
 use std::net::IpAddr;
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use gatekeeper_common::{MAX_CONNECTORS, MAX_DESTINATION_PREFIXES, MAX_PORTS, MAX_SOURCE_PREFIXES};
@@ -48,6 +51,13 @@ use toml::Spanned;
 /// Longest connector name, in characters. Names show up in metric labels and
 /// log lines, where a short, plain name is easiest to read.
 pub const MAX_NAME_CHARS: usize = 32;
+
+/// Largest policy file [`Policy::load`] reads: 256 MiB. Every prefix the
+/// map limits allow, both families, one per line with a comment as
+/// `gatekeeper inventory --suggest` writes them, takes about 190 MB; a
+/// larger file cannot be a valid policy, and reading and decoding it would
+/// cost the daemon gigabytes before the count limits could refuse it.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// What happens to a gated SYN from a source outside every connector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +120,25 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
+    /// The path names something other than a regular file. A FIFO, a
+    /// socket or a device could block the reader or never end.
+    #[error("reading policy {}: it is {kind}, not a regular file", .path.display())]
+    NotAFile {
+        /// The path asked for.
+        path: PathBuf,
+        /// What it is instead.
+        kind: FileKind,
+    },
+    /// The file is larger than [`MAX_FILE_BYTES`].
+    #[error(
+        "reading policy {}: it is larger than {MAX_FILE_BYTES} bytes (256 MiB), the most a \
+         policy file may hold",
+        .path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
     /// The text has one or more problems; displayed one per line as
     /// `origin:line:column: message`.
     #[error("{}", problem_lines(.origin, .problems))]
@@ -120,6 +149,53 @@ pub enum PolicyError {
         /// Every problem found, in the order of the file.
         problems: Vec<Problem>,
     },
+}
+
+/// What a policy path names when it is not a regular file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A directory.
+    Directory,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character device, such as `/dev/zero`.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+}
+
+impl FileKind {
+    /// What `kind` is, or `None` for a regular file. `open` follows
+    /// symbolic links, so the type of an open file is never one.
+    fn of(kind: FileType) -> Option<FileKind> {
+        if kind.is_dir() {
+            Some(FileKind::Directory)
+        } else if kind.is_fifo() {
+            Some(FileKind::Fifo)
+        } else if kind.is_socket() {
+            Some(FileKind::Socket)
+        } else if kind.is_char_device() {
+            Some(FileKind::CharDevice)
+        } else if kind.is_block_device() {
+            Some(FileKind::BlockDevice)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO",
+            FileKind::Socket => "a socket",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+        })
+    }
 }
 
 /// One thing wrong with a policy, and where.
@@ -136,20 +212,34 @@ pub struct Problem {
 impl Policy {
     /// Reads and validates a policy file.
     ///
+    /// Never waits for a writer: a FIFO is refused without being read.
+    ///
     /// # Errors
     ///
-    /// [`PolicyError::Read`] when the file cannot be read (a directory, a
-    /// missing file); [`PolicyError::Invalid`] when the file is not UTF-8
-    /// or breaks a rule of [`Policy::parse`].
+    /// [`PolicyError::Read`] when the file cannot be opened or read (a
+    /// missing file, a failing read); [`PolicyError::NotAFile`] for a
+    /// directory, FIFO, socket or device; [`PolicyError::TooLarge`] past
+    /// [`MAX_FILE_BYTES`]; [`PolicyError::Invalid`] as
+    /// [`Policy::from_bytes`] says.
     pub fn load(path: &Path, options: LoadOptions) -> Result<Policy, PolicyError> {
-        let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let origin = path.display().to_string();
+        let bytes = read_file(path)?;
+        Policy::from_bytes(&bytes, &path.display().to_string(), options)
+    }
 
-        let text = decode(&bytes, &origin)?;
-        Policy::parse(text, &origin, options)
+    /// Validates the bytes of a policy file; `origin` is what errors print
+    /// in place of the file name.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Invalid`] when the bytes are not UTF-8 (the problem
+    /// points at the first bad byte) or break a rule of [`Policy::parse`].
+    pub fn from_bytes(
+        bytes: &[u8],
+        origin: &str,
+        options: LoadOptions,
+    ) -> Result<Policy, PolicyError> {
+        let text = decode(bytes, origin)?;
+        Policy::parse(text, origin, options)
     }
 
     /// Validates policy text; `origin` is what errors print in place of the
@@ -226,6 +316,46 @@ impl fmt::Display for ProblemLines<'_> {
         }
         Ok(())
     }
+}
+
+/// The whole of a regular file of at most [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> Result<Vec<u8>, PolicyError> {
+    let read_error = |source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    // Opening a FIFO without O_NONBLOCK waits for a writer, and the daemon
+    // reloads on its only thread: it would stop handling signals and
+    // reloads for good. On a regular file the flag changes nothing.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    let metadata = file.metadata().map_err(read_error)?;
+    if let Some(kind) = FileKind::of(metadata.file_type()) {
+        return Err(PolicyError::NotAFile {
+            path: path.to_owned(),
+            kind,
+        });
+    }
+    let too_large = || PolicyError::TooLarge {
+        path: path.to_owned(),
+    };
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+
+    // Bounded again while reading: a file can grow after the check, and
+    // files such as those in /proc report no size at all.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// Checks that a file is UTF-8, pointing at the first bad byte if not.
@@ -1766,16 +1896,118 @@ sources = ["2001:db8::/32", "bogus"]
         let directory = std::env::temp_dir();
         let error = Policy::load(&directory, LoadOptions::default())
             .expect_err("a directory is not a policy");
+        assert!(
+            matches!(&error, PolicyError::NotAFile { path, kind: FileKind::Directory }
+                if *path == directory),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "reading policy {}: it is a directory, not a regular file",
+                directory.display()
+            )
+        );
+    }
+
+    #[test]
+    fn load_of_a_fifo_without_a_writer_returns_at_once() {
+        let path = std::env::temp_dir().join(format!(
+            "gatekeeper-policy-{}-fifo.toml",
+            std::process::id()
+        ));
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .expect("a temporary path has no NUL");
+        // SAFETY: c_path is a NUL-terminated path that outlives the call.
+        let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+        assert_eq!(made, 0, "mkfifo {}", path.display());
+        let fifo = TempFile(path);
+
+        let error =
+            Policy::load(&fifo.0, LoadOptions::default()).expect_err("a FIFO is not a policy");
+        assert!(
+            matches!(
+                &error,
+                PolicyError::NotAFile {
+                    kind: FileKind::Fifo,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "reading policy {}: it is a FIFO, not a regular file",
+                fifo.0.display()
+            )
+        );
+    }
+
+    #[test]
+    fn load_of_a_device_is_refused_before_reading() {
+        let zero = Path::new("/dev/zero");
+        let error =
+            Policy::load(zero, LoadOptions::default()).expect_err("/dev/zero is not a policy");
+        assert_eq!(
+            error.to_string(),
+            "reading policy /dev/zero: it is a character device, not a regular file"
+        );
+    }
+
+    #[test]
+    fn load_of_a_file_past_the_limit_is_refused_before_reading() {
+        let file = TempFile::new("huge.toml", b"");
+        // Sparse: no disk space, and nothing for the loader to read if it
+        // checked only while reading.
+        std::fs::File::options()
+            .write(true)
+            .open(&file.0)
+            .and_then(|handle| handle.set_len(MAX_FILE_BYTES + 1))
+            .unwrap_or_else(|error| panic!("growing {}: {error}", file.0.display()));
+        let error = Policy::load(&file.0, LoadOptions::default())
+            .expect_err("a file past the limit is refused");
+        assert!(matches!(&error, PolicyError::TooLarge { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "reading policy {}: it is larger than 268435456 bytes (256 MiB), the most a \
+                 policy file may hold",
+                file.0.display()
+            )
+        );
+    }
+
+    #[test]
+    fn load_of_a_file_whose_read_fails_names_the_path_and_the_cause() {
+        // A regular file by its type, but reading from offset 0 of this
+        // process's memory fails: address 0 is never mapped.
+        let mem = Path::new("/proc/self/mem");
+        let error = Policy::load(mem, LoadOptions::default()).expect_err("reading it fails");
         let PolicyError::Read { path, source } = &error else {
             panic!("expected PolicyError::Read, got {error:?}");
         };
-        assert_eq!(path, &directory);
-        assert_eq!(source.kind(), std::io::ErrorKind::IsADirectory);
-        let shown = error.to_string();
+        assert_eq!(path, mem);
+        assert_eq!(source.raw_os_error(), Some(libc::EIO));
         assert!(
-            shown.starts_with(&format!("reading policy {}: ", directory.display())),
-            "{shown}"
+            error
+                .to_string()
+                .starts_with("reading policy /proc/self/mem: Input/output error"),
+            "{error}"
         );
+    }
+
+    #[test]
+    fn from_bytes_checks_utf8_then_the_rules() {
+        let error = Policy::from_bytes(b"mode = \"monitor\"\xff", ORIGIN, LoadOptions::default())
+            .expect_err("not UTF-8");
+        assert_eq!(
+            error.to_string(),
+            "test.toml:1:17: byte 0xff is not valid UTF-8; a policy must be UTF-8 text"
+        );
+        let policy = Policy::from_bytes(EXAMPLE.as_bytes(), ORIGIN, LoadOptions::default())
+            .unwrap_or_else(|error| panic!("the example: {error}"));
+        assert_eq!(policy, parsed(EXAMPLE));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufReader, Read as _, Seek as _, SeekFrom},
+    io::{self, BufReader, Cursor, Read},
     path::{Path, PathBuf},
 };
 
@@ -95,16 +95,22 @@ pub enum CaptureError {
     },
 }
 
+/// The capture's bytes: the magic number already read, then the rest.
+type Source = io::Chain<Cursor<Vec<u8>>, Box<dyn Read>>;
+
 enum Format {
-    Pcap(PcapReader<BufReader<File>>),
-    PcapNg(PcapNgReader<BufReader<File>>),
+    Pcap(PcapReader<Source>),
+    PcapNg(PcapNgReader<Source>),
 }
 
-/// Reads the frames of a pcap or pcapng capture in order.
+/// Reads the frames of a pcap or pcapng capture in order. After the first
+/// error it yields nothing more: the parsers would return the same error
+/// again and again, and a caller that skips errors would never see the end.
 pub struct CaptureReader {
     path: PathBuf,
     format: Format,
     next_number: u64,
+    failed: bool,
 }
 
 impl CaptureReader {
@@ -115,15 +121,28 @@ impl CaptureReader {
     /// The file cannot be read, is not a capture, or (for pcap) is not of
     /// the Ethernet link type.
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        let file = File::open(path).map_err(|source| CaptureError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_reader(path, BufReader::new(file))
+    }
+
+    /// Reads a capture from `reader`, as [`CaptureReader::open`] reads a
+    /// file; errors name `path`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`CaptureReader::open`].
+    pub fn from_reader(path: &Path, mut reader: impl Read + 'static) -> Result<Self, CaptureError> {
         let io_error = |source| CaptureError::Io {
             path: path.to_owned(),
             source,
         };
-        let mut file = File::open(path).map_err(io_error)?;
         let mut magic = [0; 4];
-        let got = read_up_to(&mut file, &mut magic).map_err(io_error)?;
-        file.seek(SeekFrom::Start(0)).map_err(io_error)?;
-        let reader = BufReader::new(file);
+        let got = read_up_to(&mut reader, &mut magic).map_err(io_error)?;
+        let head = Cursor::new(magic[..got].to_vec());
+        let reader: Source = head.chain(Box::new(reader));
 
         let header_error = |source| CaptureError::BadHeader {
             path: path.to_owned(),
@@ -169,6 +188,7 @@ impl CaptureReader {
             path: path.to_owned(),
             format,
             next_number: 1,
+            failed: false,
         })
     }
 
@@ -178,6 +198,9 @@ impl CaptureReader {
     ///
     /// The record is truncated or malformed, or not an Ethernet frame.
     pub fn next_frame(&mut self) -> Option<Result<CapturedFrame, CaptureError>> {
+        if self.failed {
+            return None;
+        }
         let number = self.next_number;
         let frame = match &mut self.format {
             Format::Pcap(reader) => reader.next_packet().map(|packet| {
@@ -190,6 +213,7 @@ impl CaptureReader {
             Format::PcapNg(reader) => next_ng_frame(reader, number),
         }?;
         self.next_number += 1;
+        self.failed = frame.is_err();
         Some(frame.map_err(|source| self.frame_error(number, source)))
     }
 
@@ -241,7 +265,7 @@ enum Fault {
 /// Skips pcapng blocks that hold no packet (interface descriptions,
 /// statistics, name resolution) and returns the next packet.
 fn next_ng_frame(
-    reader: &mut PcapNgReader<BufReader<File>>,
+    reader: &mut PcapNgReader<Source>,
     number: u64,
 ) -> Option<Result<CapturedFrame, Fault>> {
     loop {
@@ -249,17 +273,20 @@ fn next_ng_frame(
             Ok(block) => block,
             Err(error) => return Some(Err(Fault::Parse(error))),
         };
-        let (interface, data, original_len) = match block {
+        // Whether it is a simple packet block, as the last field.
+        let (interface, mut data, original_len, simple) = match block {
             Block::EnhancedPacket(packet) => (
                 packet.interface_id,
                 packet.data.into_owned(),
                 packet.original_len,
+                false,
             ),
-            Block::SimplePacket(packet) => (0, packet.data.into_owned(), packet.original_len),
+            Block::SimplePacket(packet) => (0, packet.data.into_owned(), packet.original_len, true),
             Block::Packet(packet) => (
                 u32::from(packet.interface_id),
                 packet.data.into_owned(),
                 packet.original_len,
+                false,
             ),
             _ => continue,
         };
@@ -269,6 +296,22 @@ fn next_ng_frame(
         if description.linktype != DataLink::ETHERNET {
             return Some(Err(Fault::LinkType(description.linktype)));
         }
+        if simple {
+            // A simple packet block states no captured length: the frame is
+            // the original length cut to the snap length, and the parser
+            // hands over the block's padding with it.
+            let snaplen = match description.snaplen {
+                0 => u32::MAX,
+                snaplen => snaplen,
+            };
+            data.truncate(original_len.min(snaplen) as usize);
+        }
+        if data.len() > original_len as usize {
+            // The classic pcap reader refuses the same.
+            return Some(Err(Fault::Parse(PcapError::InvalidField(
+                "the packet block's captured length exceeds its original length",
+            ))));
+        }
         return Some(Ok(CapturedFrame {
             number,
             data,
@@ -277,10 +320,10 @@ fn next_ng_frame(
     }
 }
 
-fn read_up_to(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+fn read_up_to(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
-        match file.read(&mut buffer[filled..])? {
+        match reader.read(&mut buffer[filled..])? {
             0 => break,
             read => filled += read,
         }
@@ -336,4 +379,167 @@ pub fn replay_frame(
     // puts the rest in fragments, and the program reads only the headers.
     replayed.outcome = Some(datapath.run_frame(&frame.data)?);
     Ok(replayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+
+    use super::*;
+
+    /// A classic pcap of Ethernet frames, each as long as it is on the wire.
+    fn pcap(frames: &[&[u8]]) -> Vec<u8> {
+        let mut writer = PcapWriter::new(Vec::new()).expect("writing to a Vec");
+        for data in frames {
+            let length = u32::try_from(data.len()).expect("a short test frame");
+            writer
+                .write_packet(&PcapPacket::new(Duration::ZERO, length, data))
+                .expect("writing to a Vec");
+        }
+        writer.into_writer()
+    }
+
+    fn reader(bytes: Vec<u8>) -> CaptureReader {
+        CaptureReader::from_reader(Path::new("test.pcap"), Cursor::new(bytes))
+            .unwrap_or_else(|error| panic!("the header should parse: {error}"))
+    }
+
+    #[test]
+    fn from_reader_reads_what_open_reads() {
+        let mut frames = reader(pcap(&[&[1; 60], &[2; 14]]));
+        let first = frames.next().map(|frame| frame.expect("frame 1"));
+        assert_eq!(
+            first,
+            Some(CapturedFrame {
+                number: 1,
+                data: vec![1; 60],
+                original_len: 60,
+            })
+        );
+        let second = frames.next().map(|frame| frame.expect("frame 2"));
+        assert_eq!(
+            second.map(|frame| (frame.number, frame.data)),
+            Some((2, vec![2; 14]))
+        );
+        assert!(frames.next().is_none());
+    }
+
+    #[test]
+    fn nothing_follows_an_error() {
+        let mut bytes = pcap(&[&[1; 60], &[2; 60]]);
+        // Cut inside the second record's data.
+        bytes.truncate(bytes.len() - 10);
+        let mut frames = reader(bytes);
+        assert!(matches!(frames.next(), Some(Ok(frame)) if frame.number == 1));
+        let error = match frames.next() {
+            Some(Err(error)) => error,
+            other => panic!("expected the truncation, got {other:?}"),
+        };
+        assert_eq!(
+            error.to_string(),
+            "test.pcap: the capture is truncated inside frame 2"
+        );
+        assert!(frames.next().is_none());
+        assert!(frames.next().is_none());
+    }
+
+    /// A little-endian pcapng block of `kind` around `body`, padded.
+    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let padded = body.len().div_ceil(4) * 4;
+        let length = u32::try_from(12 + padded).expect("a short block");
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&kind.to_le_bytes());
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes.extend_from_slice(body);
+        bytes.resize(8 + padded, 0);
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes
+    }
+
+    /// A section header and one Ethernet interface with `snaplen`, then
+    /// `packets`.
+    fn pcapng(snaplen: u32, packets: &[Vec<u8>]) -> Vec<u8> {
+        let mut section = Vec::new();
+        section.extend_from_slice(&0x1a2b_3c4d_u32.to_le_bytes());
+        section.extend_from_slice(&[1, 0, 0, 0]);
+        section.extend_from_slice(&(-1_i64).to_le_bytes());
+        let mut interface = vec![1, 0, 0, 0];
+        interface.extend_from_slice(&snaplen.to_le_bytes());
+        let mut bytes = block(0x0a0d_0d0a, &section);
+        bytes.extend(block(1, &interface));
+        for packet in packets {
+            bytes.extend_from_slice(packet);
+        }
+        bytes
+    }
+
+    fn simple_packet(original_len: u32, data: &[u8]) -> Vec<u8> {
+        let mut body = original_len.to_le_bytes().to_vec();
+        body.extend_from_slice(data);
+        block(3, &body)
+    }
+
+    fn enhanced_packet(captured: u32, original_len: u32, data: &[u8]) -> Vec<u8> {
+        let mut body = [0, 0, 0, captured, original_len]
+            .iter()
+            .flat_map(|word: &u32| word.to_le_bytes())
+            .collect::<Vec<u8>>();
+        body.extend_from_slice(data);
+        block(6, &body)
+    }
+
+    #[test]
+    fn a_simple_packet_is_its_original_length_without_the_padding() {
+        // 61 bytes: the block pads them to 64.
+        let frame = [7; 61];
+        let mut frames = reader(pcapng(0, &[simple_packet(61, &frame)]));
+        let first = frames.next().map(|frame| frame.expect("frame 1"));
+        assert_eq!(
+            first,
+            Some(CapturedFrame {
+                number: 1,
+                data: frame.to_vec(),
+                original_len: 61,
+            })
+        );
+        assert!(frames.next().is_none());
+    }
+
+    #[test]
+    fn a_simple_packet_is_cut_to_the_snap_length() {
+        let mut frames = reader(pcapng(32, &[simple_packet(61, &[7; 32])]));
+        let first = frames.next().map(|frame| frame.expect("frame 1"));
+        assert_eq!(
+            first.map(|frame| (frame.data, frame.original_len)),
+            Some((vec![7; 32], 61))
+        );
+    }
+
+    #[test]
+    fn a_packet_longer_than_on_the_wire_is_malformed() {
+        let mut frames = reader(pcapng(0, &[enhanced_packet(50, 44, &[7; 50])]));
+        let error = match frames.next() {
+            Some(Err(error)) => error,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert!(
+            matches!(error, CaptureError::BadFrame { frame: 1, .. }),
+            "{error:?}"
+        );
+        assert!(frames.next().is_none());
+    }
+
+    #[test]
+    fn a_short_file_is_not_a_capture() {
+        let error = CaptureReader::from_reader(Path::new("short"), Cursor::new(vec![0xa1, 0xb2]))
+            .err()
+            .expect("two bytes are no capture");
+        assert_eq!(
+            error.to_string(),
+            "short is not a pcap or pcapng file (it starts with a1b2; a pcap starts with \
+             a1b2c3d4 or d4c3b2a1, a pcapng with 0a0d0d0a)"
+        );
+    }
 }

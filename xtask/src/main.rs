@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod loadtest;
 mod parse;
 mod setup;
@@ -31,7 +32,8 @@ enum Task {
     /// the Debian packages for that LLVM (llvm-MAJOR-dev, libpolly-MAJOR-dev,
     /// zlib1g-dev, libzstd-dev), iproute2 and tcpdump for the tests, and
     /// nftables, xdp-tools, ethtool and shellcheck for the load test; a
-    /// bpf-linker linked against that LLVM; bpffs mounted at /sys/fs/bpf; and whether it
+    /// bpf-linker linked against that LLVM; cargo-fuzz for the fuzz targets;
+    /// bpffs mounted at /sys/fs/bpf; and whether it
     /// runs as root. Only what is missing gets installed, through rustup,
     /// apt-get, `cargo install` or mount, which need root and a network.
     /// Not running as root is only a warning: the privileged tests need it.
@@ -103,6 +105,28 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
+    /// Install what is missing (as `setup` does), then run the fuzz
+    /// targets in fuzz/ with cargo-fuzz.
+    ///
+    /// `policy` feeds arbitrary bytes to the policy loader, `pcap` to the
+    /// capture reader of `gatekeeper replay`; each checks properties (a
+    /// policy that parses keeps every rule and reads back the same when
+    /// written out again; every problem has a place inside the file; a
+    /// capture's frames, written out again, read back the same) besides
+    /// not crashing. Starts from the seed corpus in fuzz/corpus/TARGET/ and
+    /// adds what it finds to fuzz/target/corpus/TARGET/, so the seeds stay
+    /// as committed. An input that breaks a property lands in
+    /// fuzz/artifacts/TARGET/; once fixed, keep it in
+    /// fuzz/regressions/TARGET/, which `cargo test` replays. Prints the
+    /// number of runs per target.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, value_name = "N", default_value_t = fuzz::DEFAULT_SECONDS,
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        seconds: u64,
+        /// Only this target (policy or pcap); every target when left out.
+        target: Option<String>,
+    },
     /// Install what is missing (as `setup` does), then run every test.
     ///
     /// Stage 1 runs `cargo test` on the default workspace members (the
@@ -111,7 +135,8 @@ enum Task {
     /// need root and bpffs. Then the demo runs, as `cargo xtask demo` does
     /// (it checks its own outcomes), `bench --quick` and `loadtest --quick`,
     /// each checked for a complete table and never for its times or rates,
-    /// after shellcheck on scripts/pktgen-udp.sh. Stops at the first stage that fails,
+    /// after shellcheck on scripts/pktgen-udp.sh, and last each fuzz target
+    /// for 20 seconds (`cargo xtask fuzz`). Stops at the first stage that fails,
     /// naming it, with a non-zero exit status.
     ///
     /// Arguments after `--` go to the test binaries of both stages, for
@@ -150,6 +175,7 @@ fn run(task: Task) -> Result<()> {
             quick,
             json,
         } => loadtest::loadtest(seconds, quick, json),
+        Task::Fuzz { seconds, target } => fuzz::fuzz(seconds, target.as_deref()),
         Task::Test { test_args } => suite::test(&test_args),
     }
 }

@@ -77,6 +77,28 @@ pub fn effective_uid(status: &str) -> Option<u32> {
     ids.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The run count and seconds from libFuzzer's last line,
+/// `Done RUNS runs in SECONDS second(s)`.
+pub fn fuzz_runs(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("Done ")?;
+    let (runs, rest) = rest.split_once(" runs in ")?;
+    let seconds = rest.strip_suffix(" second(s)")?;
+    Some((runs.parse().ok()?, seconds.parse().ok()?))
+}
+
+/// Whether a libFuzzer line only reports progress: `#N` and a new input
+/// (`NEW`), a smaller one (`REDUCE`) or a heartbeat (`pulse`).
+pub fn is_fuzz_progress(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix('#') else {
+        return false;
+    };
+    let mut words = rest.split_whitespace();
+    let counted = words
+        .next()
+        .is_some_and(|count| count.bytes().all(|byte| byte.is_ascii_digit()));
+    counted && matches!(words.next(), Some("NEW" | "REDUCE" | "pulse"))
+}
+
 /// The setups the load test prints a row for, in its order.
 pub const LOADTEST_SETUPS: [&str; 5] =
     ["no-filter", "floor", "gatekeeper", "nftables", "xdp-filter"];
@@ -162,6 +184,46 @@ fn leading_number(text: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_fuzzers_run_count() {
+        assert_eq!(
+            fuzz_runs("Done 1234567 runs in 21 second(s)"),
+            Some((1234567, 21))
+        );
+        assert_eq!(
+            fuzz_runs("Done 1234567 runs in 21 second(s)\n"),
+            Some((1234567, 21))
+        );
+        assert_eq!(
+            fuzz_runs("#1234567\tDONE   cov: 1024 ft: 4096 corp: 300/20Kb"),
+            None
+        );
+        assert_eq!(fuzz_runs("Done many runs in 21 second(s)"), None);
+    }
+
+    #[test]
+    fn tells_progress_from_what_matters() {
+        assert!(is_fuzz_progress(
+            "#1234\tNEW    cov: 812 ft: 1790 corp: 90/4Kb"
+        ));
+        assert!(is_fuzz_progress(
+            "#2048\tpulse  cov: 812 ft: 1790 corp: 90/4Kb"
+        ));
+        assert!(is_fuzz_progress(
+            "#77\tREDUCE cov: 812 ft: 1790 corp: 90/4Kb"
+        ));
+        assert!(!is_fuzz_progress(
+            "#2\tINITED cov: 812 ft: 1790 corp: 8/3Kb"
+        ));
+        assert!(!is_fuzz_progress(
+            "#9\tDONE   cov: 812 ft: 1790 corp: 90/4Kb"
+        ));
+        assert!(!is_fuzz_progress(
+            "==1234== ERROR: libFuzzer: deadly signal"
+        ));
+        assert!(!is_fuzz_progress("# a comment NEW"));
+    }
 
     #[test]
     fn finds_the_undated_nightly() {

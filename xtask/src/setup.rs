@@ -18,6 +18,9 @@ use crate::{
 /// The bpf-linker release `cargo install` builds when none fits.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The cargo-fuzz release `cargo install` builds when none is installed.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Where the privileged tests pin maps and programs.
 const BPFFS_MOUNT_POINT: &str = "/sys/fs/bpf";
 
@@ -50,10 +53,11 @@ pub fn setup(mode: Mode) -> Result<()> {
         println!("ok: nightly rustc uses LLVM {major}");
         debian_packages(&mut report, major)?;
         bpf_linker(&mut report, major)?;
+        cargo_fuzz(&mut report)?;
     } else {
         println!(
-            "skipped: rust-src, the LLVM version, Debian packages and bpf-linker \
-             (each depends on the nightly toolchain)"
+            "skipped: rust-src, the LLVM version, Debian packages, bpf-linker and \
+             cargo-fuzz (each depends on the nightly toolchain)"
         );
     }
     bpffs(&mut report)?;
@@ -316,6 +320,28 @@ fn cargo_install_bpf_linker(major: u32) -> Command {
         .arg(format!("llvm-{major}"))
         .arg("--force");
     install
+}
+
+/// cargo-fuzz runs the fuzz targets (`cargo xtask fuzz`); any release
+/// will do, it only drives the nightly cargo and libFuzzer.
+fn cargo_fuzz(report: &mut Report) -> Result<()> {
+    if let Some(path) = find_on_path("cargo-fuzz").or_else(|| in_cargo_bin("cargo-fuzz")) {
+        println!("ok: cargo-fuzz at {}", path.display());
+        return Ok(());
+    }
+
+    let mut install = cargo();
+    install.args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]);
+    if !report.needs(&format!("cargo-fuzz {CARGO_FUZZ_VERSION}"), &install) {
+        return Ok(());
+    }
+    run(&mut install)
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {

@@ -63,7 +63,13 @@ pub fn test(test_args: &[String]) -> Result<()> {
     println!("==> the load test in its quick mode (`cargo xtask loadtest --quick`)");
     crate::loadtest::smoke().context("the quick load test failed")?;
     println!(
-        "==> all {} test stages, the demo, the quick benchmark and the quick load test passed",
+        "==> the fuzz targets, {} s each (`cargo xtask fuzz`)",
+        crate::fuzz::DEFAULT_SECONDS
+    );
+    crate::fuzz::smoke().context("fuzzing failed")?;
+    println!(
+        "==> all {} test stages, the demo, the quick benchmark, the quick load test and the \
+         fuzz targets passed",
         STAGES.len()
     );
     Ok(())
