@@ -262,13 +262,13 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&mut datapath, &config, &state, "SIGHUP"),
+            _ = hangup.recv() => reload(&mut datapath, &config, &state, "SIGHUP").await,
             Some(()) = changed.recv() => {
                 // Editors write in several steps; let them finish.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 while changed.try_recv().is_ok() {}
                 if config.policy.exists() {
-                    reload(&mut datapath, &config, &state, "file changed");
+                    reload(&mut datapath, &config, &state, "file changed").await;
                 } else {
                     tracing::warn!(
                         policy = %config.policy.display(),
@@ -300,11 +300,26 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     Ok(())
 }
 
-fn reload(datapath: &mut Datapath, config: &RunConfig, state: &SharedState, trigger: &str) {
+async fn reload(datapath: &mut Datapath, config: &RunConfig, state: &SharedState, trigger: &str) {
     let running = datapath.generation();
-    let policy = match Policy::load(&config.policy, config.load) {
-        Ok(policy) => policy,
-        Err(error) => {
+    // Reading and parsing a large file takes a while (about 0.7 s for a
+    // million prefixes), and a file on a network file system may block: off
+    // the runtime's one thread, so that /metrics and /healthz keep answering.
+    let (path, load) = (config.policy.clone(), config.load);
+    let loaded = tokio::task::spawn_blocking(move || Policy::load(&path, load)).await;
+    let policy = match loaded {
+        Ok(Ok(policy)) => policy,
+        Err(panic) => {
+            record_failure(state);
+            tracing::error!(
+                trigger,
+                generation = running,
+                error = %panic,
+                "reading the policy failed; the running policy stays"
+            );
+            return;
+        }
+        Ok(Err(error)) => {
             record_failure(state);
             tracing::error!(
                 trigger,
