@@ -192,7 +192,23 @@ impl Daemon {
         pin_dir: &Path,
         extra: &[&str],
     ) -> Output {
-        let child = spawn_run(link, policy, pin_dir, extra);
+        let mut child = spawn_run(link, policy, pin_dir, extra);
+        // A run that hangs instead of failing must fail the test, not hang
+        // the suite.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().expect("polling gatekeeper run").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let output = child
+                    .wait_with_output()
+                    .expect("waiting for gatekeeper run");
+                panic!(
+                    "gatekeeper run was expected to fail but still ran after 60 s:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
         child
             .wait_with_output()
             .expect("waiting for gatekeeper run")
