@@ -138,6 +138,8 @@ fn nonsense_ends_in_a_usage_error_or_a_documented_failure_never_a_panic() {
         with(run(&[&"--log-rate=-5"]), USAGE, "-5"),
         with(run(&[&"--log-rate", &"many"]), USAGE, "many"),
         with(run(&[&"--metrics", &"not-an-addr"]), USAGE, "not-an-addr"),
+        with(run(&[&"--detach-on-exit=yes"]), USAGE, "--detach-on-exit"),
+        with(run(&[&"--keep-attached", &"later"]), USAGE, "later"),
         with(run(&[&"--inventory-size", &"0"]), USAGE, "0"),
         with(run(&[&"--log-format", &"xml"]), USAGE, "xml"),
         with(run(&[&"--ebpf-log", &"loud"]), USAGE, "loud"),
