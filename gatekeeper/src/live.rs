@@ -544,8 +544,7 @@ pub fn remove_map_pins(dir: &Path) {
 /// detached.
 ///
 /// A link whose pin is removed is detached as soon as no process holds it;
-/// a still-running `gatekeeper run` holds its own, so stop that one with
-/// SIGTERM instead.
+/// a still-running `gatekeeper run` holds its own until it exits.
 ///
 /// # Errors
 ///

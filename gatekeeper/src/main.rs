@@ -67,9 +67,12 @@ enum Command {
     /// with `--unauthorized`, review them, and append the connector that
     /// `--suggest` prints to the policy for those that are legitimate.
     Inventory(InventoryArgs),
-    /// Remove a gatekeeper's links and pins, for one left behind by a
-    /// controller that crashed. A running `gatekeeper run` cleans up after
-    /// itself on SIGTERM.
+    /// Remove a gatekeeper's links and pins: the program stops gating.
+    ///
+    /// `gatekeeper run` leaves its program attached when it stops (unless
+    /// run with --detach-on-exit), so this is how gating ends. Stop a
+    /// running `gatekeeper run` first: it holds its links open, and they
+    /// stay attached until it exits.
     Detach(DetachArgs),
 }
 
