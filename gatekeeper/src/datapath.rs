@@ -593,11 +593,13 @@ impl Datapath {
                     let Some(ways) = row.get_mut(cpu).map(|set| &mut set.ways) else {
                         continue;
                     };
-                    let oldest = ways
+                    // An empty way first, else the one seen least recently,
+                    // if the record is more recent than that.
+                    if let Some(oldest) = ways
                         .iter_mut()
                         .min_by_key(|way| (way.family != 0, way.last_seen))
-                        .expect("a set has ways");
-                    if oldest.family == 0 || oldest.last_seen < record.last_seen {
+                        && (oldest.family == 0 || oldest.last_seen < record.last_seen)
+                    {
                         *oldest = *record;
                     }
                 }
