@@ -22,8 +22,8 @@ use gatekeeper_common::{
     ConnectorName, Counters, DEST_V4_MAP, DEST_V6_MAP, DESTINATION_PRESENT, EVENTS_MAP,
     FLAG_HAS_DESTINATIONS, FLAG_TRIE_LOOKUP, INVENTORY_MAP, InventorySet, Ipv4Key, Ipv6Key,
     LOG_SETTINGS_MAP, LogSettings, MAP_NAMES, MAX_CONNECTORS, MODE_ENFORCE, MODE_MONITOR,
-    NAMES_MAP, PORT_WORDS, PORTS_MAP, PROGRAM_NAME, SLOT_PREFIX_BITS, SLOTS, TABLE_MAP, TableChunk,
-    counter, inventory,
+    NAMES_MAP, PORT_WORDS, PORTS_MAP, PROGRAM_NAME, SLOT_PREFIX_BITS, SLOTS, SourceRecord,
+    TABLE_MAP, TableChunk, counter, inventory,
     table::{DEFAULT_POOL_CHUNKS, ROOT_CHUNKS},
 };
 use ipnet::IpNet;
@@ -579,33 +579,19 @@ impl Datapath {
                 source,
             })?;
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| DatapathError::Cpus(source))?;
-        let sets = self.inventory_mask as usize + 1;
-        let mut placed: BTreeMap<u32, Vec<InventorySet>> = BTreeMap::new();
+        let mut records = Vec::new();
         for index in 0..earlier.len() {
             let per_cpu = earlier.get(&index, 0).map_err(read)?;
             for (cpu, set) in per_cpu.iter().enumerate() {
-                for record in set.ways.iter().filter(|record| record.family != 0) {
-                    let target =
-                        inventory::set_of(record.addr, self.inventory_seed, self.inventory_mask);
-                    let row = placed
-                        .entry(target)
-                        .or_insert_with(|| vec![InventorySet::default(); cpus]);
-                    let Some(ways) = row.get_mut(cpu).map(|set| &mut set.ways) else {
-                        continue;
-                    };
-                    // An empty way first, else the one seen least recently,
-                    // if the record is more recent than that.
-                    if let Some(oldest) = ways
-                        .iter_mut()
-                        .min_by_key(|way| (way.family != 0, way.last_seen))
-                        && (oldest.family == 0 || oldest.last_seen < record.last_seen)
-                    {
-                        *oldest = *record;
-                    }
-                }
+                records.extend(
+                    set.ways
+                        .iter()
+                        .filter(|record| record.family != 0)
+                        .map(|record| (cpu, *record)),
+                );
             }
         }
-        debug_assert!(placed.keys().all(|&set| (set as usize) < sets));
+        let placed = place_inventory(records, cpus, self.inventory_seed, self.inventory_mask);
         let mut copied = 0;
         for (set, row) in placed {
             copied += row
@@ -1163,6 +1149,38 @@ fn key_for(slot: u32, net: &IpNet) -> SlotKey {
     }
 }
 
+/// Places inventory records, each with the CPU that holds it, into the sets
+/// of an inventory with `mask + 1` sets hashed with `seed`: the non-empty
+/// sets, each as one value per CPU. A record goes to an empty way of its
+/// set on its CPU, or else replaces the way seen least recently there, if
+/// it was seen more recently itself. Records of CPUs past `cpus` are
+/// dropped.
+pub fn place_inventory(
+    records: impl IntoIterator<Item = (usize, SourceRecord)>,
+    cpus: usize,
+    seed: u64,
+    mask: u32,
+) -> BTreeMap<u32, Vec<InventorySet>> {
+    let mut placed: BTreeMap<u32, Vec<InventorySet>> = BTreeMap::new();
+    for (cpu, record) in records {
+        if cpu >= cpus || record.family == 0 {
+            continue;
+        }
+        let row = placed
+            .entry(inventory::set_of(record.addr, seed, mask))
+            .or_insert_with(|| vec![InventorySet::default(); cpus]);
+        if let Some(oldest) = row[cpu]
+            .ways
+            .iter_mut()
+            .min_by_key(|way| (way.family != 0, way.last_seen))
+            && (oldest.family == 0 || oldest.last_seen < record.last_seen)
+        {
+            *oldest = record;
+        }
+    }
+    placed
+}
+
 /// Turns the per-id allowed counts of the map into per-name counts that
 /// never go backwards across reloads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -1329,6 +1347,70 @@ mod tests {
             ledger.allowed(&[4, 13]),
             [("relay".to_owned(), 4), ("smarthost".to_owned(), 3)]
         );
+    }
+
+    #[test]
+    fn carried_records_keep_their_cpu_and_the_most_recent_win_a_full_set() {
+        let record = |n: u8, last_seen: u64| SourceRecord {
+            addr: [u64::from(n), 0],
+            attempts: u64::from(n),
+            first_seen: 1,
+            last_seen,
+            last_port: 25,
+            family: 4,
+            _pad: 0,
+        };
+        // One set (mask 0), so every record meets in it: six on CPU 0 for
+        // four ways, one on CPU 1, one for a CPU that is gone, one empty.
+        let mut empty = record(9, 99);
+        empty.family = 0;
+        let records = [
+            (0, record(1, 10)),
+            (0, record(2, 60)),
+            (0, record(3, 30)),
+            (1, record(4, 5)),
+            (0, record(5, 50)),
+            (0, record(6, 20)),
+            (0, record(7, 40)),
+            (2, record(8, 70)),
+            (0, empty),
+        ];
+        let placed = place_inventory(records, 2, 0x5eed, 0);
+        assert_eq!(placed.keys().copied().collect::<Vec<_>>(), [0]);
+        let mut cpu0: Vec<u64> = placed[&0][0].ways.iter().map(|way| way.last_seen).collect();
+        cpu0.sort_unstable();
+        assert_eq!(cpu0, [30, 40, 50, 60]);
+        let cpu1: Vec<u64> = placed[&0][1]
+            .ways
+            .iter()
+            .filter(|way| way.family != 0)
+            .map(|way| way.attempts)
+            .collect();
+        assert_eq!(cpu1, [4]);
+    }
+
+    #[test]
+    fn carried_records_go_to_the_set_the_program_looks_in() {
+        let (seed, mask) = (0x1234_5678_9abc_def0, 255);
+        let records = (0..64u64).map(|n| {
+            (
+                0,
+                SourceRecord {
+                    addr: [n.wrapping_mul(0x0100_0000_0100_0001), n],
+                    attempts: 1,
+                    first_seen: 1,
+                    last_seen: 1,
+                    last_port: 25,
+                    family: 6,
+                    _pad: 0,
+                },
+            )
+        });
+        for (set, row) in place_inventory(records, 1, seed, mask) {
+            for way in row[0].ways.iter().filter(|way| way.family != 0) {
+                assert_eq!(inventory::set_of(way.addr, seed, mask), set);
+            }
+        }
     }
 
     #[test]
