@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{netns::Link, support::gatekeeper_bin};
+use crate::{
+    netns::Link,
+    support::{gatekeeper_bin, require_root},
+};
 
 /// The policy most live tests run: enforce mode, port 25, one connector
 /// holding the internet side's first address of each family.
@@ -89,6 +92,18 @@ pub const GATEWAY_ADDRS: [&str; 4] = [
     "2001:db8:bad::1/64",
 ];
 
+/// Where a client on the internet side connects to leave from its address
+/// inside the test policies' connector ([`OUTSIDE_ADDRS`] and
+/// [`GATEWAY_ADDRS`] share a subnet per source), for each family.
+pub const ALLOWED_V4: &str = "198.51.100.1:25";
+/// See [`ALLOWED_V4`].
+pub const ALLOWED_V6: &str = "[2001:db8:100::1]:25";
+/// Where a client connects to leave from its address outside every
+/// connector.
+pub const STRANGER_V4: &str = "203.0.113.1:25";
+/// See [`STRANGER_V4`].
+pub const STRANGER_V6: &str = "[2001:db8:bad::1]:25";
+
 /// How long a client waits for a handshake. Shorter than TCP's initial
 /// retransmission timeout (1 s), so each refused attempt sends exactly one
 /// SYN and the counters can be checked exactly.
@@ -158,6 +173,45 @@ pub fn smtp_connect(link: &Link, server: &str) -> Result<String, String> {
     })
 }
 
+/// A veth pair between an internet side with [`OUTSIDE_ADDRS`] and a
+/// gateway with [`GATEWAY_ADDRS`] and an SMTP listener.
+pub fn gateway() -> (Link, SmtpListener) {
+    require_root();
+    let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
+    let listener = SmtpListener::start(&link);
+    (link, listener)
+}
+
+/// Panics unless a client connecting to `server` reads the banner.
+#[track_caller]
+pub fn assert_admitted(link: &Link, server: &str) {
+    assert_eq!(
+        smtp_connect(link, server).as_deref(),
+        Ok(BANNER),
+        "a client connecting to {server} should read the banner"
+    );
+}
+
+/// Panics unless a client connecting to `server` gets no connection.
+#[track_caller]
+pub fn assert_refused(link: &Link, server: &str) {
+    let result = smtp_connect(link, server);
+    assert!(
+        result.is_err(),
+        "a client connecting to {server} should get no SYN-ACK, got {result:?}"
+    );
+}
+
+/// Detaches whatever is pinned in the directory when dropped: for a test
+/// whose runs leave their program attached, or fail half way.
+pub struct Pins(pub PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        cleanup_pins(&self.0);
+    }
+}
+
 /// A pin directory of its own for one test, on the host's bpffs.
 pub fn pin_dir() -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -170,7 +224,8 @@ pub fn pin_dir() -> PathBuf {
 pub struct Daemon {
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
-    pin_dir: PathBuf,
+    /// Detached on drop; `None` once the test chose to keep the pins.
+    pin_dir: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -226,7 +281,7 @@ impl Daemon {
         Self {
             child: Some(child),
             log,
-            pin_dir: pin_dir.to_owned(),
+            pin_dir: Some(pin_dir.to_owned()),
         }
     }
 
@@ -304,19 +359,16 @@ impl Daemon {
     /// Kills the daemon with SIGKILL, as a crash would, leaving what it
     /// pinned for the next run to take over (see [`Daemon::stop_keeping_pins`]).
     pub fn crash_keeping_pins(mut self) {
+        self.pin_dir = None;
         self.crash();
-        self.pin_dir = PathBuf::new();
     }
 
     /// Stops the daemon with SIGTERM and returns its exit status, leaving
     /// what it pinned for the next run to take over. The test must clean up
-    /// itself ([`cleanup_pins`], or a later [`Daemon`] on the same pins).
+    /// itself ([`Pins`], or a later [`Daemon`] on the same pins).
     pub fn stop_keeping_pins(mut self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        let mut child = self.child.take().expect("the daemon is running");
-        let status = child.wait().expect("waiting for gatekeeper run");
-        self.pin_dir = PathBuf::new();
-        status
+        self.pin_dir = None;
+        self.stop()
     }
 }
 
@@ -340,8 +392,8 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if !self.pin_dir.as_os_str().is_empty() {
-            cleanup_pins(&self.pin_dir);
+        if let Some(pin_dir) = &self.pin_dir {
+            cleanup_pins(pin_dir);
         }
     }
 }

@@ -118,13 +118,15 @@ impl Namespace {
         enter(&self.path());
     }
 
-    fn path(&self) -> String {
+    /// The namespace's file, for [`enter`] from a thread that cannot
+    /// borrow the namespace.
+    pub fn path(&self) -> String {
         format!("/run/netns/{}", self.name)
     }
 }
 
 /// Moves the calling thread into the network namespace at `path`.
-fn enter(path: &str) {
+pub fn enter(path: &str) {
     let file = File::open(path).unwrap_or_else(|error| panic!("opening {path}: {error}"));
     // SAFETY: setns on a valid namespace descriptor only changes the calling
     // thread's network namespace.

@@ -11,7 +11,7 @@ use std::{
     ffi::CString,
     fmt::Write as _,
     os::unix::ffi::OsStrExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -24,44 +24,15 @@ use gatekeeper::policy::MAX_FILE_BYTES;
 use gatekeeper_common::MAX_SOURCE_PREFIXES;
 use gatekeeper_tests::{
     live::{
-        BANNER, Daemon, ENFORCE_POLICY, GATEWAY_ADDRS, OUTSIDE_ADDRS, PolicyFile, SmtpListener,
-        cleanup_pins, pin_dir, smtp_connect, status_json,
+        ALLOWED_V4, Daemon, ENFORCE_POLICY, Pins, PolicyFile, STRANGER_V4, assert_admitted,
+        assert_refused, gateway, pin_dir, status_json,
     },
     netns::Link,
-    support::require_root,
 };
-
-const ALLOWED_V4: &str = "198.51.100.1:25";
-const STRANGER_V4: &str = "203.0.113.1:25";
 
 /// How long a reload of a million prefixes may take in a debug build
 /// before the test gives up on it.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn gateway() -> (Link, SmtpListener) {
-    require_root();
-    let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
-    let listener = SmtpListener::start(&link);
-    (link, listener)
-}
-
-#[track_caller]
-fn assert_admitted(link: &Link, server: &str) {
-    assert_eq!(
-        smtp_connect(link, server).as_deref(),
-        Ok(BANNER),
-        "a client connecting to {server} should read the banner"
-    );
-}
-
-#[track_caller]
-fn assert_refused(link: &Link, server: &str) {
-    let result = smtp_connect(link, server);
-    assert!(
-        result.is_err(),
-        "a client connecting to {server} should get no SYN-ACK, got {result:?}"
-    );
-}
 
 /// The running policy still enforces `generation`: the connector admitted,
 /// the stranger refused, the generation unchanged.
@@ -125,15 +96,6 @@ fn replace_with_link(policy: &PolicyFile, target: &Path) {
     let _ = std::fs::remove_file(&staged);
     std::os::unix::fs::symlink(target, &staged).expect("creating a symbolic link");
     std::fs::rename(&staged, policy.path()).expect("renaming the link into place");
-}
-
-/// Pins left by a `run` that failed to start, removed on drop.
-struct Pins(PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        cleanup_pins(&self.0);
-    }
 }
 
 #[test]

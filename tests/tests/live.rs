@@ -6,42 +6,13 @@ use std::{process::Command, time::Duration};
 
 use gatekeeper_tests::{
     live::{
-        BANNER, Daemon, ENFORCE_POLICY, GATEWAY_ADDRS, OUTSIDE_ADDRS, PolicyFile, SmtpListener,
-        gatekeeper, pin_dir, smtp_connect, status_json,
+        ALLOWED_V4, ALLOWED_V6, Daemon, ENFORCE_POLICY, GATEWAY_ADDRS, OUTSIDE_ADDRS, PolicyFile,
+        STRANGER_V4, STRANGER_V6, SmtpListener, assert_admitted, assert_refused, gatekeeper,
+        gateway, pin_dir, status_json,
     },
     netns::Link,
     support::require_root,
 };
-
-const ALLOWED_V4: &str = "198.51.100.1:25";
-const STRANGER_V4: &str = "203.0.113.1:25";
-const ALLOWED_V6: &str = "[2001:db8:100::1]:25";
-const STRANGER_V6: &str = "[2001:db8:bad::1]:25";
-
-fn gateway() -> (Link, SmtpListener) {
-    require_root();
-    let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
-    let listener = SmtpListener::start(&link);
-    (link, listener)
-}
-
-#[track_caller]
-fn assert_admitted(link: &Link, server: &str) {
-    assert_eq!(
-        smtp_connect(link, server).as_deref(),
-        Ok(BANNER),
-        "a client connecting to {server} should read the banner"
-    );
-}
-
-#[track_caller]
-fn assert_refused(link: &Link, server: &str) {
-    let result = smtp_connect(link, server);
-    assert!(
-        result.is_err(),
-        "a client connecting to {server} should get no SYN-ACK, got {result:?}"
-    );
-}
 
 fn verdict(status: &serde_json::Value, verdict: &str, family: &str) -> u64 {
     status["counters"]["verdicts"][verdict][family]

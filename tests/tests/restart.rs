@@ -21,27 +21,15 @@ use std::{
 
 use gatekeeper_tests::{
     live::{
-        BANNER, Daemon, ENFORCE_POLICY, GATEWAY_ADDRS, OUTSIDE_ADDRS, PolicyFile, SmtpListener,
-        cleanup_pins, gatekeeper, pin_dir, smtp_connect,
+        ALLOWED_V4, BANNER, Daemon, ENFORCE_POLICY, GATEWAY_ADDRS, OUTSIDE_ADDRS, Pins, PolicyFile,
+        STRANGER_V4, assert_admitted, assert_refused, gatekeeper, gateway, pin_dir,
     },
     netns::Link,
     support::require_root,
 };
 
-const ALLOWED_V4: &str = "198.51.100.1:25";
-const STRANGER_V4: &str = "203.0.113.1:25";
 const STRANGER_SOURCE: &str = "203.0.113.9";
 const ALLOWED_SOURCE: &str = "198.51.100.7";
-
-/// Detaches whatever is pinned in the directory when the test ends, also
-/// when it fails between a stop and the next start.
-struct Pins(PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        cleanup_pins(&self.0);
-    }
-}
 
 /// The one XDP link pinned in `dir`.
 fn link_pin(dir: &Path) -> PathBuf {
@@ -112,20 +100,11 @@ struct Tally {
     stranger_admitted: u64,
 }
 
-/// Connects from the internet side (the namespace named `outside`) to
+/// Connects from the internet side (the namespace at `outside`) to
 /// `server` until `stop`, each attempt with `timeout`; returns the banners
 /// read and why the other attempts failed.
 fn client(outside: &str, server: &str, timeout: Duration, stop: &AtomicBool) -> (u64, Vec<String>) {
-    let namespace = std::fs::File::open(format!("/run/netns/{outside}")).expect("the namespace");
-    // SAFETY: setns on a namespace descriptor only moves this thread, which
-    // does nothing else.
-    let ret = unsafe {
-        libc::setns(
-            std::os::fd::AsRawFd::as_raw_fd(&namespace),
-            libc::CLONE_NEWNET,
-        )
-    };
-    assert_eq!(ret, 0, "setns: {}", std::io::Error::last_os_error());
+    gatekeeper_tests::netns::enter(outside);
     let server: SocketAddr = server.parse().expect("a socket address");
     let (mut ok, mut failed) = (0, Vec::new());
     while !stop.load(Ordering::Relaxed) {
@@ -148,8 +127,7 @@ fn client(outside: &str, server: &str, timeout: Duration, stop: &AtomicBool) -> 
 fn twenty_restarts_leave_no_gap_and_keep_the_link() {
     require_root();
     const RESTARTS: usize = 20;
-    let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
-    let _listener = SmtpListener::start(&link);
+    let (link, _listener) = gateway();
     let policy = PolicyFile::new(ENFORCE_POLICY);
     let pins = pin_dir();
     let _pins = Pins(pins.clone());
@@ -158,9 +136,9 @@ fn twenty_restarts_leave_no_gap_and_keep_the_link() {
     // Sources the inventory must still know after the restarts.
     const EARLY_STRANGER_SYNS: u64 = 5;
     for _ in 0..EARLY_STRANGER_SYNS {
-        assert!(smtp_connect(&link, STRANGER_V4).is_err());
+        assert_refused(&link, STRANGER_V4);
     }
-    assert_eq!(smtp_connect(&link, ALLOWED_V4).as_deref(), Ok(BANNER));
+    assert_admitted(&link, ALLOWED_V4);
 
     let pin = link_pin(&pins);
     let (link_id, first_program) = link_and_program(&pin);
@@ -177,7 +155,7 @@ fn twenty_restarts_leave_no_gap_and_keep_the_link() {
         ))
         .map(|(server, timeout)| {
             let stop = Arc::clone(&stop);
-            let outside = link.outside.name().to_owned();
+            let outside = link.outside.path();
             thread::spawn(move || (server, client(&outside, server, timeout, &stop)))
         })
         .collect();
@@ -289,8 +267,7 @@ fn has_xdp(link: &Link, device: &str) -> bool {
 #[test]
 fn a_bad_policy_at_restart_leaves_the_earlier_program_enforcing() {
     require_root();
-    let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
-    let _listener = SmtpListener::start(&link);
+    let (link, _listener) = gateway();
     let policy = PolicyFile::new(ENFORCE_POLICY);
     let pins = pin_dir();
     let _pins = Pins(pins.clone());
@@ -307,33 +284,32 @@ fn a_bad_policy_at_restart_leaves_the_earlier_program_enforcing() {
     assert!(stderr.contains("nonsense"), "{stderr}");
     // Untouched: the same program through the same link, still enforcing.
     assert_eq!(link_and_program(&link_pin(&pins)), (link_id, program));
-    assert_eq!(smtp_connect(&link, ALLOWED_V4).as_deref(), Ok(BANNER));
-    assert!(smtp_connect(&link, STRANGER_V4).is_err());
+    assert_admitted(&link, ALLOWED_V4);
+    assert_refused(&link, STRANGER_V4);
 
     policy.replace(ENFORCE_POLICY);
     let daemon = Daemon::start(&link, policy.path(), &pins, &[]);
     let (id, new_program) = link_and_program(&link_pin(&pins));
     assert_eq!(id, link_id);
     assert_ne!(new_program, program);
-    assert_eq!(smtp_connect(&link, ALLOWED_V4).as_deref(), Ok(BANNER));
-    assert!(smtp_connect(&link, STRANGER_V4).is_err());
+    assert_admitted(&link, ALLOWED_V4);
+    assert_refused(&link, STRANGER_V4);
     drop(daemon);
 }
 
 #[test]
 fn detach_on_exit_opens_the_port_when_the_run_stops() {
     require_root();
-    let link = Link::new(&OUTSIDE_ADDRS, &GATEWAY_ADDRS);
-    let _listener = SmtpListener::start(&link);
+    let (link, _listener) = gateway();
     let policy = PolicyFile::new(ENFORCE_POLICY);
     let pins = pin_dir();
     let _pins = Pins(pins.clone());
     let daemon = Daemon::start(&link, policy.path(), &pins, &["--detach-on-exit"]);
-    assert!(smtp_connect(&link, STRANGER_V4).is_err());
+    assert_refused(&link, STRANGER_V4);
     assert!(daemon.stop_keeping_pins().success());
     assert!(!pins.exists(), "pins left in {}", pins.display());
     assert!(!has_xdp(&link, &link.gateway_if));
-    assert_eq!(smtp_connect(&link, STRANGER_V4).as_deref(), Ok(BANNER));
+    assert_admitted(&link, STRANGER_V4);
 }
 
 #[test]

@@ -8,7 +8,6 @@
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::AsRawFd as _,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -318,19 +317,9 @@ impl Holder {
     /// Attaches `program` to `link` in native mode, replacing nothing: the
     /// program attached before must have been dropped.
     fn attach(&self, program: &mut aya::programs::Xdp, link: &str) {
-        let here =
-            std::fs::File::open("/proc/thread-self/ns/net").expect("this thread's namespace");
-        let there = std::fs::File::open(format!("/run/netns/{}", self.namespace.name()))
-            .expect("the bench namespace");
-        let enter = |namespace: &std::fs::File| {
-            // SAFETY: setns on a namespace descriptor only moves this thread.
-            let ret = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(ret, 0, "setns: {}", std::io::Error::last_os_error());
-        };
-        enter(&there);
-        let attached = program.attach(link, aya::programs::XdpMode::Driver);
-        enter(&here);
-        attached.unwrap_or_else(|error| panic!("attaching to {link}: {error}"));
+        self.namespace
+            .run_scoped(|| program.attach(link, aya::programs::XdpMode::Driver))
+            .unwrap_or_else(|error| panic!("attaching to {link}: {error}"));
     }
 }
 
