@@ -1299,14 +1299,16 @@ mod tests {
         assert_eq!(delta.allowed(), 0);
     }
 
+    /// Connector ids to names, as `install` hands them to the ledger.
+    fn ids(pairs: &[(u32, &str)]) -> BTreeMap<u32, String> {
+        pairs
+            .iter()
+            .map(|&(id, name)| (id, name.to_owned()))
+            .collect()
+    }
+
     #[test]
     fn ledger_counts_never_go_backwards_across_reloads() {
-        let ids = |pairs: &[(u32, &str)]| -> BTreeMap<u32, String> {
-            pairs
-                .iter()
-                .map(|&(id, name)| (id, name.to_owned()))
-                .collect()
-        };
         let mut ledger = ConnectorLedger::default();
         // Id 0 already counted 5 for some earlier owner.
         ledger.rebase(&ids(&[(0, "relay"), (1, "printers")]), &[5, 0], &[5, 0]);
@@ -1331,12 +1333,6 @@ mod tests {
 
     #[test]
     fn a_new_connector_keeps_what_it_admits_between_the_flip_and_the_settling() {
-        let ids = |pairs: &[(u32, &str)]| -> BTreeMap<u32, String> {
-            pairs
-                .iter()
-                .map(|&(id, name)| (id, name.to_owned()))
-                .collect()
-        };
         let mut ledger = ConnectorLedger::default();
         ledger.rebase(&ids(&[(0, "relay")]), &[0, 0], &[0, 0]);
         // "smarthost" takes the free id 1, which last counted 10 for an

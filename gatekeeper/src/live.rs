@@ -189,24 +189,27 @@ pub struct Attachment {
     /// Whether the link was an earlier run's, switched to this run's
     /// program, rather than attached by this run.
     pub adopted: bool,
-    link: Option<FdLink>,
-    pin: PathBuf,
+    /// This process's hold on the link, closed when the attachment goes;
+    /// the link then lives on only through its pin.
+    _link: FdLink,
+    /// The link's pin, until the attachment is detached or kept.
+    pin: Option<PathBuf>,
 }
 
 impl Attachment {
     /// Detaches: removes the pin and drops the link, which detaches the
     /// program once no other process holds the link.
     pub fn detach(mut self) {
-        let _ = fs::remove_file(&self.pin);
-        self.link = None;
+        if let Some(pin) = self.pin.take() {
+            let _ = fs::remove_file(pin);
+        }
     }
 
     /// Leaves the program attached: closes this process's hold on the link
     /// and keeps the pin, which keeps the link, and so the program and its
     /// maps, in the kernel.
     pub fn keep(mut self) {
-        self.link = None;
-        self.pin = PathBuf::new();
+        self.pin = None;
     }
 }
 
@@ -215,8 +218,10 @@ impl Drop for Attachment {
     /// way) is undone when this run made it and kept when it was an earlier
     /// run's: that one was enforcing before this run began.
     fn drop(&mut self) {
-        if !self.adopted && !self.pin.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.pin);
+        if let Some(pin) = &self.pin
+            && !self.adopted
+        {
+            let _ = fs::remove_file(pin);
         }
     }
 }
@@ -463,8 +468,8 @@ pub fn adopt(
         mode: if mode == "skb" { "skb" } else { "native" },
         fallback_reason: None,
         adopted: true,
-        link: Some(link),
-        pin: pin.to_owned(),
+        _link: link,
+        pin: Some(pin.to_owned()),
     })
 }
 
@@ -524,8 +529,8 @@ pub fn attach(
         mode,
         fallback_reason,
         adopted: false,
-        link: Some(FdLink::from(link)),
-        pin,
+        _link: FdLink::from(link),
+        pin: Some(pin),
     })
 }
 
@@ -551,7 +556,7 @@ pub fn remove_map_pins(dir: &Path) {
 /// Nothing is pinned in `dir`, or a pin cannot be removed.
 pub fn detach(dir: &Path, iface: Option<&str>) -> Result<Vec<String>, LiveError> {
     let links = pinned_links(dir);
-    let has_maps = MAP_NAMES.iter().any(|name| dir.join(name).exists());
+    let has_maps = has_map_pins(dir);
     if links.is_empty() && !has_maps {
         return Err(LiveError::NotLoaded(dir.to_owned()));
     }

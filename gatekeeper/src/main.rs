@@ -343,7 +343,7 @@ fn write_summary(out: &mut impl io::Write, policy: &Policy) -> io::Result<()> {
             .iter()
             .flat_map(|connector| &connector.sources),
     );
-    let reserved = gatekeeper::run::table_chunks_for(policy);
+    let reserved = gatekeeper::run::table_chunks_reserved(needed);
     writeln!(
         out,
         "  table:        {needed} chunks of 1 KiB per policy slot; `run` reserves {reserved} \

@@ -96,12 +96,16 @@ impl Drop for MapPins {
 /// starting policy needs, so that it can grow, and never less than the
 /// default pool.
 pub fn table_chunks_for(policy: &Policy) -> u32 {
-    let needed = crate::table::chunks_needed(
+    table_chunks_reserved(crate::table::chunks_needed(
         policy
             .connectors
             .iter()
             .flat_map(|connector| &connector.sources),
-    );
+    ))
+}
+
+/// [`table_chunks_for`] a policy that needs `needed` chunks.
+pub fn table_chunks_reserved(needed: usize) -> u32 {
     u32::try_from(needed.saturating_mul(2))
         .unwrap_or(u32::MAX)
         .clamp(DEFAULT_POOL_CHUNKS, MAX_TABLE_CHUNKS)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    cmd::{cargo, run},
+    cmd::{run, tests_binary},
     setup::{Mode, setup},
 };
 
@@ -20,17 +20,7 @@ use crate::{
 /// When setup or the benchmark fails.
 pub fn bench(quick: bool, json: Option<PathBuf>, markdown: Option<PathBuf>) -> Result<()> {
     setup(Mode::Install)?;
-    let mut command = cargo();
-    command.args([
-        "run",
-        "--quiet",
-        "--release",
-        "--package",
-        "gatekeeper-tests",
-        "--bin",
-        "gatekeeper-bench",
-        "--",
-    ]);
+    let mut command = tests_binary("gatekeeper-bench");
     if quick {
         command.arg("--quick");
     }

@@ -18,6 +18,23 @@ pub fn cargo() -> Command {
     command
 }
 
+/// `cargo run` of `bin`, a binary of the tests crate, built with
+/// optimizations; arguments for it go after this.
+pub fn tests_binary(bin: &str) -> Command {
+    let mut command = cargo();
+    command.args([
+        "run",
+        "--quiet",
+        "--release",
+        "--package",
+        "gatekeeper-tests",
+        "--bin",
+        bin,
+        "--",
+    ]);
+    command
+}
+
 /// The workspace root: cargo commands started from here cover the whole
 /// workspace wherever `cargo xtask` was typed.
 pub fn workspace_root() -> &'static Path {

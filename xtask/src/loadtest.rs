@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    cmd::{cargo, describe, run, workspace_root},
+    cmd::{describe, run, tests_binary, workspace_root},
     parse,
     setup::{Mode, setup},
 };
@@ -30,17 +30,7 @@ pub fn loadtest(seconds: Option<u64>, quick: bool, json: Option<PathBuf>) -> Res
 }
 
 fn command(seconds: Option<u64>, quick: bool, json: Option<PathBuf>) -> Command {
-    let mut command = cargo();
-    command.args([
-        "run",
-        "--quiet",
-        "--release",
-        "--package",
-        "gatekeeper-tests",
-        "--bin",
-        "gatekeeper-loadtest",
-        "--",
-    ]);
+    let mut command = tests_binary("gatekeeper-loadtest");
     if let Some(seconds) = seconds {
         command.arg("--seconds").arg(seconds.to_string());
     }
